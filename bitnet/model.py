@@ -1,0 +1,189 @@
+"""A LLaMA-like decoder (RMSNorm, rotary embeddings, SwiGLU, no biases) whose attention and FFN linears are
+BitLinear. Token embedding, final norm and LM head stay in full precision (the head can be quantized on
+request, as a collapse experiment).
+
+Norm placement follows one of the two published layouts:
+- "faq": every BitLinear normalises its own input; there are no block pre-norms (Microsoft's FAQ).
+- "subln": block pre-norms plus an RMSNorm before the attention output and the FFN down projection, and
+  BitLinear only quantizes (microsoft/BitNet gpu/model.py, the 2B4T architecture).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bitnet.quant import BitLinear, RMSNorm
+
+NORM_PLACEMENTS = ("faq", "subln")
+FFN_KINDS = ("swiglu", "relu2")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    hidden: int
+    layers: int
+    n_heads: int
+    max_seq_len: int
+    ffn_dim: int | None = None
+    quant: str = "ternary"
+    norm: str = "faq"
+    ffn: str = "swiglu"
+    quantize_head: bool = False
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.n_heads
+
+    @property
+    def ffn_width(self) -> int:
+        """LLaMA's 8/3 * hidden rounded up to a multiple of 16 unless set explicitly."""
+        if self.ffn_dim:
+            return self.ffn_dim
+        return 16 * math.ceil(8 * self.hidden / 3 / 16)
+
+
+def rotary_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        faq = cfg.norm == "faq"
+
+        def linear(n_in, n_out):
+            return BitLinear(n_in, n_out, cfg.quant, input_norm=faq, norm_eps=cfg.norm_eps)
+
+        self.n_heads = cfg.n_heads
+        self.q_proj = linear(cfg.hidden, cfg.hidden)
+        self.k_proj = linear(cfg.hidden, cfg.hidden)
+        self.v_proj = linear(cfg.hidden, cfg.hidden)
+        self.o_proj = linear(cfg.hidden, cfg.hidden)
+        self.sub_norm = None if faq else RMSNorm(cfg.hidden, cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        batch, seq, hidden = x.shape
+
+        def heads(t):
+            return t.view(batch, seq, self.n_heads, -1).transpose(1, 2)
+
+        q = apply_rotary(heads(self.q_proj(x)), cos, sin)
+        k = apply_rotary(heads(self.k_proj(x)), cos, sin)
+        v = heads(self.v_proj(x))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out = out.transpose(1, 2).reshape(batch, seq, hidden)
+        if self.sub_norm is not None:
+            out = self.sub_norm(out)
+        return self.o_proj(out)
+
+
+class FeedForward(nn.Module):
+    """Gated FFN: down(act(gate(x)) * up(x)) with act = SiLU (SwiGLU) or squared ReLU (2B4T)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        faq = cfg.norm == "faq"
+
+        def linear(n_in, n_out):
+            return BitLinear(n_in, n_out, cfg.quant, input_norm=faq, norm_eps=cfg.norm_eps)
+
+        width = cfg.ffn_width
+        self.kind = cfg.ffn
+        self.gate_proj = linear(cfg.hidden, width)
+        self.up_proj = linear(cfg.hidden, width)
+        self.down_proj = linear(width, cfg.hidden)
+        self.sub_norm = None if faq else RMSNorm(width, cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.gate_proj(x)
+        gate = F.silu(gate) if self.kind == "swiglu" else F.relu(gate).square()
+        h = gate * self.up_proj(x)
+        if self.sub_norm is not None:
+            h = self.sub_norm(h)
+        return self.down_proj(h)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        subln = cfg.norm == "subln"
+        self.attn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if subln else nn.Identity()
+        self.ffn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if subln else nn.Identity()
+        self.attn = Attention(cfg)
+        self.ffn = FeedForward(cfg)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class BitNetLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.norm not in NORM_PLACEMENTS:
+            raise ValueError(f"model.norm={cfg.norm!r}: expected one of {', '.join(NORM_PLACEMENTS)}")
+        if cfg.ffn not in FFN_KINDS:
+            raise ValueError(f"model.ffn={cfg.ffn!r}: expected one of {', '.join(FFN_KINDS)}")
+        if cfg.hidden % cfg.n_heads or cfg.head_dim % 2:
+            raise ValueError(f"hidden={cfg.hidden} must split into model.n_heads={cfg.n_heads} heads "
+                             f"of even size")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
+        if cfg.quantize_head:
+            self.head = BitLinear(cfg.hidden, cfg.vocab_size, cfg.quant, input_norm=False)
+        else:
+            self.head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
+        cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2's scaled init for the projections that write into the residual stream.
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.layers))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+
+    def forward(self, idx: torch.Tensor, return_hidden: bool = False):
+        seq = idx.shape[1]
+        if seq > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {seq} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
+        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        hidden = self.final_norm(x)
+        logits = self.head(hidden)
+        return (logits, hidden) if return_hidden else logits
+
+    def bitlinear_layers(self) -> dict[str, BitLinear]:
+        return {name: m for name, m in self.named_modules() if isinstance(m, BitLinear)}
+
+    def parameter_counts(self) -> dict[str, int]:
+        """total, embedding (token embedding) and non_embedding (everything else, LM head included)."""
+        total = sum(p.numel() for p in self.parameters())
+        embedding = self.embed.weight.numel()
+        return {"total": total, "embedding": embedding, "non_embedding": total - embedding,
+                "head": self.head.weight.numel()}
