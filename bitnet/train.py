@@ -159,6 +159,7 @@ class Run:
             "eval_unique_targets": int(self.eval_set.targets[self.eval_set.mask].unique().numel()),
             "corpus": {"fingerprint": self.corpus.fingerprint, "train_tokens": len(self.corpus.train_ids),
                        "val_tokens": len(self.corpus.val_ids)},
+            "switch_steps": {"lr": self.lr.switch, "wd": self.wd.switch},
             "device": str(self.device), "elapsed_s": round(self.elapsed, 2), "config_fingerprint": self.fingerprint,
             "versions": {"bitnet": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "metrics_csv": METRICS_FILE, "config": OmegaConf.to_container(self.cfg, resolve=True), **extra}
@@ -263,7 +264,7 @@ class Run:
                    dynamic_ncols=True, mininterval=1.0, leave=False)
         refresh_every = max(1, min(int(self.cfg.eval.every), 20))
         window = []
-        unique = ""
+        unique = ""  # last evaluated unique_tokens, shown in the progress bar
         started = time.perf_counter() - self.elapsed
         while self.step < self.last_step:
             loss = self._train_step()
