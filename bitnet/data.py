@@ -114,6 +114,7 @@ def split_ids(ids: torch.Tensor, val_fraction: float, block: int) -> tuple[torch
     be Revelation only) and makes the split a pure function of the token ids.
     """
     every = max(2, round(1 / val_fraction))
+    block = max(1, min(block, len(ids) // (every * 10)))  # a small corpus still gets ~10 held-out blocks
     blocks = ids.split(block)
     val = [b for i, b in enumerate(blocks) if i % every == every - 1]
     train = [b for i, b in enumerate(blocks) if i % every != every - 1]

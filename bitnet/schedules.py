@@ -68,7 +68,7 @@ class LRSchedule:
 class WDSchedule:
     """constant   `value` throughout;
     two_stage  `value` until `switch_step`, `stage2_value` from it on (a step function, as the FAQ draws);
-    cosine     half cosine from `value` to `stage2_value` over the horizon.
+    cosine     half cosine from `value` to `final_value` over the horizon.
     """
 
     name: str
@@ -76,6 +76,7 @@ class WDSchedule:
     total_steps: int
     stage2_value: float = 0.0
     switch_step: int | None = None
+    final_value: float = 0.0
 
     def __post_init__(self):
         if self.name not in WD_SCHEDULES:
@@ -96,7 +97,7 @@ class WDSchedule:
         if self.name == "two_stage":
             return self.stage2_value if self.stage(step) == 2 else self.value
         progress = step / max(1, self.total_steps - 1)
-        return self.stage2_value + (self.value - self.stage2_value) * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.final_value + (self.value - self.final_value) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def lr_schedule(cfg, total_steps: int) -> LRSchedule:
@@ -107,4 +108,5 @@ def lr_schedule(cfg, total_steps: int) -> LRSchedule:
 
 def wd_schedule(cfg, total_steps: int) -> WDSchedule:
     return WDSchedule(name=cfg.name, value=float(cfg.value), total_steps=total_steps,
-                      stage2_value=float(cfg.get("stage2_value", 0.0)), switch_step=cfg.get("switch_step"))
+                      stage2_value=float(cfg.get("stage2_value", 0.0)), switch_step=cfg.get("switch_step"),
+                      final_value=float(cfg.get("final_value", 0.0)))
