@@ -46,12 +46,10 @@ class Diverged(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name}: CUDA is not available on this machine (use device=auto or cpu)")
-    return device
+    """auto/cuda spread the jobs of a multirun over the visible GPUs by job number (bitnet.devices)."""
+    from bitnet.devices import assign_device
+
+    return assign_device(name)
 
 
 def autocast_for(device: torch.device, precision: str):
