@@ -1,0 +1,72 @@
+"""Compose every config option and every sweep preset with Hydra's compose API, as Hydra would."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR, REPO_ROOT
+
+GROUPS = ["model", "optim", "lr", "wd", "data", "eval", "intervention", "scale"]
+PRESETS = sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml"))
+EXTRA = {"data=text": ["data.path=/tmp/some.txt"]}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def composed(overrides: list[str], hydra_node: bool = False):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_node)
+
+
+@pytest.mark.parametrize("override", [f"{g}={o}" if g in ("model", "optim", "lr", "wd", "data", "eval")
+                                      else f"+{g}={o}" for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_resolves(override):
+    cfg = composed([override, *EXTRA.get(override, [])])
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["model"]["hidden"] == container["hidden"]
+    assert container["lr"]["name"] in ("constant", "linear", "cosine", "two_stage")
+    assert container["wd"]["name"] in ("constant", "two_stage", "cosine")
+    assert container["train"]["steps"] > 0
+
+
+def test_schedule_groups_inherit_shared_keys():
+    two_stage = composed(["lr=two_stage", "wd=two_stage"])
+    assert two_stage.lr.peak == 1.5e-3 and two_stage.lr.stage2_peak == 1e-3 and two_stage.lr.warmup == 50
+    assert two_stage.wd.value == 0.1 and two_stage.wd.stage2_value == 0.0
+    assert composed(["model=bitnet_2b4t"]).model.norm == "subln"
+
+
+def test_hidden_is_a_top_level_sweepable_key():
+    assert composed(["hidden=768"]).model.hidden == 768
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("scale", ["paper", "smoke"])
+def test_every_preset_composes_with_both_scales(preset, scale):
+    cfg = composed([f"+sweep={preset}", f"scale={scale}"], hydra_node=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    assert params, f"{preset} sweeps nothing"
+    assert cfg.hydra.sweep.dir == f"multirun/{preset}/{scale}"
+    steps = cfg.train.steps
+    assert steps == {"paper": 20_000 if preset == "stage1_only" else 10_000,
+                     "smoke": 80 if preset == "stage1_only" else 40}[scale]
+
+
+def test_presets_reproduce_the_seeds_settings():
+    scaling = composed(["+sweep=scaling"], hydra_node=True)
+    assert scaling.hydra.sweeper.params.hidden == "256,512,768,1024"
+    assert (scaling.lr.name, scaling.lr.peak, scaling.wd.value, scaling.wd.stage2_value) == \
+        ("two_stage", 1.5e-3, 0.1, 0.0)
+    factorial = composed(["+sweep=lr_wd_factorial"], hydra_node=True)
+    assert dict(factorial.hydra.sweeper.params) == {"lr": "linear,two_stage", "wd": "constant,two_stage",
+                                                    "seed": "0,1,2"}
+    reduced = composed(["+sweep=interventions", "+intervention=reduced_lr"])
+    assert reduced.lr.peak == 5e-4 and reduced.hidden == 256
+    clip = composed(["+sweep=interventions", "+intervention=grad_clip"])
+    assert clip.train.grad_clip == 0.1 and clip.lr.peak == 1.5e-3
+    stage1 = composed(["+sweep=stage1_only"])
+    assert stage1.train.stage1_only and stage1.wd.value == 0.1

@@ -1,0 +1,103 @@
+"""Real runs through the command line, as a user types them."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from tests.conftest import REPO_ROOT, TINY, run_cli
+
+FIRST_COLUMNS = ["step", "loss", "unique_tokens"]
+
+
+def read_rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run_cli(*TINY, "lr=two_stage", "wd=two_stage", f"hydra.run.dir={out}")
+    return out, result
+
+
+def test_single_run_writes_the_csv_the_seeds_grep(tiny_run):
+    out, result = tiny_run
+    lines = (out / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:3] == FIRST_COLUMNS
+    assert {"eval_loss", "unique_targets", "pred_entropy", "top1_share", "lr", "wd", "lr_stage", "wd_stage",
+            "tokens_seen", "elapsed_s"} <= set(header)
+    assert [line.split(",")[0] for line in lines[1:]] == ["0", "10", "20"]
+    # the seeds' `grep "^20," FILE | cut -d, -f3` still returns the unique tokens
+    row20 = next(line for line in lines if line.startswith("20,"))
+    assert int(row20.split(",")[2]) >= 1
+    rows = read_rows(out / "metrics.csv")
+    assert rows[0]["loss"] == ""  # nothing trained yet at step 0
+    assert float(rows[2]["loss"]) < float(rows[1]["loss"]) + 0.5
+    assert float(rows[-1]["eval_loss"]) < math.log(512)
+    for row in rows:
+        assert 1 <= int(row["unique_tokens"]) and int(row["unique_targets"]) <= 256
+        assert 0 < float(row["top1_share"]) <= 1
+    assert int(rows[2]["tokens_seen"]) == 20 * 8 * 32
+    assert "metrics: " in result.stdout and str(out / "metrics.csv") in result.stdout
+    assert "unique_tokens" in result.stdout  # the closing summary table
+
+
+def test_rows_record_the_lr_and_wd_actually_applied(tiny_run):
+    out, _ = tiny_run
+    rows = {int(r["step"]): r for r in read_rows(out / "metrics.csv")}
+    # switch at the midpoint (step 10 of 20): the row at 10 closes stage 1, the row at 20 is stage 2
+    assert (rows[10]["wd"], rows[10]["wd_stage"], rows[10]["lr_stage"]) == ("0.1", "1", "1")
+    assert (rows[20]["wd"], rows[20]["wd_stage"], rows[20]["lr_stage"]) == ("0", "2", "2")
+    assert float(rows[10]["lr"]) == pytest.approx(1.5e-3 * (1 - 4 / 15))  # update 9, warmup 5, 15 to decay
+    assert float(rows[20]["lr"]) == pytest.approx(1e-3 * (1 - 14 / 15))
+
+
+def test_run_record(tiny_run):
+    out, _ = tiny_run
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "completed" and record["step"] == 20
+    assert record["params"]["total"] > record["params"]["non_embedding"] > 0
+    assert record["params"]["embedding"] == 512 * 32
+    assert record["config"]["hidden"] == 32 and record["eval_positions"] == 256
+    assert record["switch_steps"] == {"lr": 10, "wd": 10}
+    assert not (out / "checkpoint.pt").exists()  # removed once the point finished
+
+
+def test_stage1_only_stops_at_the_switch(tmp_path):
+    run_cli(*TINY, "lr=two_stage", "wd=two_stage", "train.stage1_only=true", "train.steps=40",
+            f"hydra.run.dir={tmp_path}")
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [0, 10, 20]
+    assert {r["wd"] for r in rows} == {"0.1"} and {r["wd_stage"] for r in rows} == {"1"}
+
+
+def test_multirun_sweep_writes_one_csv_per_point(tmp_path):
+    result = run_cli("-m", "hidden=32,64", *TINY[1:], f"hydra.sweep.dir={tmp_path}")
+    points = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert points == ["hidden=32", "hidden=64"]
+    for point in points:
+        header = (tmp_path / point / "metrics.csv").read_text().splitlines()[0]
+        assert header.startswith("step,loss,unique_tokens")
+        assert json.loads((tmp_path / point / "run.json").read_text())["config"]["hidden"] == int(point[7:])
+    assert "Launching 2 jobs" in result.stdout + result.stderr
+
+
+SMOKE_PRESETS = ["scaling", "interventions", "stage1_only", "wd_stage2", "controls", "lr_wd_factorial"]
+
+
+@pytest.mark.parametrize("preset", [p if p == "scaling" else pytest.param(p, marks=pytest.mark.slow)
+                                    for p in SMOKE_PRESETS])
+def test_preset_runs_end_to_end_at_smoke_scale(preset, tmp_path):
+    run_cli("-m", f"+sweep={preset}", "scale=smoke", "threads=1", f"hydra.sweep.dir={tmp_path}", timeout=600)
+    csvs = sorted(tmp_path.glob("*/metrics.csv"))
+    expected = {"scaling": 2, "interventions": 4, "stage1_only": 3, "wd_stage2": 2, "controls": 6,
+                "lr_wd_factorial": 12}[preset]
+    assert len(csvs) == expected
+    for path in csvs:
+        rows = read_rows(path)
+        assert rows[-1]["step"] == ("40" if preset == "stage1_only" else "40")
+        assert json.loads((path.parent / "run.json").read_text())["status"] == "completed"
