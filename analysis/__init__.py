@@ -1,0 +1,8 @@
+"""Sweep analysis: load sweep folders into a tidy DataFrame, build the seeds' tables, draw the plots.
+
+    python -m analysis.tables SWEEP_DIR [SWEEP_DIR...]
+"""
+
+from analysis.load import NotASweep, Sweep, load, load_sweeps
+
+__all__ = ["NotASweep", "Sweep", "load", "load_sweeps"]
