@@ -52,20 +52,25 @@ class MetricsCSV:
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._handle = open(self.path, "a", newline="")
         if new:
-            self._write_line(self.columns)
+            self.write_many([dict(zip(self.columns, self.columns))])
 
-    def _write_line(self, values) -> None:
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(values)
-        self._handle.write(buffer.getvalue())
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
 
-    def write(self, row: dict) -> None:
+    def _line(self, row: dict) -> str:
         unknown = set(row) - set(self.columns)
         if unknown:
             raise KeyError(f"metrics row has columns not in the header: {sorted(unknown)}")
-        self._write_line([_format(row.get(column)) for column in self.columns])
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow([_format(row.get(column)) for column in self.columns])
+        return buffer.getvalue()
+
+    def write(self, row: dict) -> None:
+        self.write_many([row])
+
+    def write_many(self, rows) -> None:
+        """Several rows in one write (e.g. one evaluation's per-layer rows), then one flush and fsync."""
+        self._handle.write("".join(self._line(row) for row in rows))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
 
     def close(self) -> None:
         self._handle.close()

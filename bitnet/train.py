@@ -24,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from bitnet import __version__
 from bitnet.data import BatchSampler, EvalSet, load_corpus, make_eval_set
+from bitnet.diagnostics import (DIAGNOSTIC_COLUMNS, LAYER_COLUMNS, CosineAccumulator, WeightTracker,
+                                generation_prompts, generation_report, unigram_entropy)
 from bitnet.metrics import prediction_diversity
 from bitnet.model import BitNetLM, ModelConfig
 from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, METRICS_FILE, RUNNING, MetricsCSV,
@@ -33,8 +35,9 @@ from bitnet.schedules import lr_schedule, wd_schedule
 log = logging.getLogger("bitnet")
 
 CHECKPOINT_FILE = "checkpoint.pt"
+LAYERS_FILE = "layers.csv"
 METRIC_COLUMNS = ["step", "loss", "unique_tokens", "eval_loss", "unique_targets", "pred_entropy", "top1_share",
-                  "lr", "wd", "lr_stage", "wd_stage", "tokens_seen", "elapsed_s"]
+                  "lr", "wd", "lr_stage", "wd_stage", "tokens_seen", "elapsed_s", *DIAGNOSTIC_COLUMNS]
 # Keys that change how a run is executed but not what it computes: a checkpoint stays valid across them.
 EXECUTION_KEYS = ("device", "compile", "threads", "progress")
 
@@ -92,21 +95,23 @@ def build_optimizer(model: torch.nn.Module, cfg: DictConfig, device: torch.devic
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device, autocast, batch_size: int) -> dict:
+    """eval_loss, the diversity metric and hidden_cosine over the fixed held-out positions."""
     model.eval()
     mask = eval_set.mask
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    predictions = []
+    predictions, cosine = [], CosineAccumulator()
     for start in range(0, len(eval_set.inputs), batch_size):
         rows = slice(start, start + batch_size)
         keep = mask[rows].to(device)
         with autocast():
-            logits = model(eval_set.inputs[rows].to(device))
+            logits, hidden = model(eval_set.inputs[rows].to(device), return_hidden=True)
         logits, targets = logits.float()[keep], eval_set.targets[rows].to(device)[keep]
         loss_sum += F.cross_entropy(logits, targets, reduction="sum")
         predictions.append(logits.argmax(-1))
+        cosine.add(hidden[keep])
     model.train()
     metrics = prediction_diversity(torch.cat(predictions), eval_set.targets[mask])
-    return {"eval_loss": float(loss_sum) / eval_set.positions, **metrics}
+    return {"eval_loss": float(loss_sum) / eval_set.positions, **metrics, "hidden_cosine": cosine.value()}
 
 
 def evaluation_steps(total: int, every: int) -> set[int]:
@@ -119,6 +124,7 @@ class Run:
     def __init__(self, cfg: DictConfig, out_dir: Path):
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.csv_path = self.out_dir / METRICS_FILE
+        self.layers_path = self.out_dir / LAYERS_FILE
         self.checkpoint_path = self.out_dir / CHECKPOINT_FILE
 
     # ---- setup -------------------------------------------------------------------------------------
@@ -134,6 +140,13 @@ class Run:
         self.eval_set = make_eval_set(self.corpus.val_ids, int(cfg.eval.positions), int(cfg.data.seq_len))
         self.model = build_model(cfg, self.corpus.vocab_size).to(self.device)
         self.counts = self.model.parameter_counts()
+        self.unigram_entropy = unigram_entropy(self.corpus.train_ids, self.corpus.vocab_size)
+        self.weights = WeightTracker(self.model.bitlinear_layers())
+        self.grad_norm = None
+        generate_cfg = cfg.eval.generate
+        self.generate_every = int(generate_cfg.every or 0)
+        self.prompts = generation_prompts(self.corpus.val_ids, int(generate_cfg.prompts),
+                                          int(generate_cfg.prompt_tokens)) if self.generate_every else None
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg, self.device)
         self.total_steps = int(cfg.train.steps)
@@ -153,7 +166,8 @@ class Run:
     def _record(self, status: str, **extra) -> dict:
         record = {
             "status": status, "step": self.step, "last_step": self.last_step, "total_steps": self.total_steps,
-            "params": self.counts, "vocab_size": self.corpus.vocab_size, "eval_positions": self.eval_set.positions,
+            "params": self.counts, "vocab_size": self.corpus.vocab_size,
+            "unigram_entropy": self.unigram_entropy, "eval_positions": self.eval_set.positions,
             "eval_unique_targets": int(self.eval_set.targets[self.eval_set.mask].unique().numel()),
             "corpus": {"fingerprint": self.corpus.fingerprint, "train_tokens": len(self.corpus.train_ids),
                        "val_tokens": len(self.corpus.val_ids)},
@@ -170,7 +184,7 @@ class Run:
                  "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "sampler": self.sampler.state_dict(), "cpu_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                 "loss_sum": self.loss_sum, "loss_count": self.loss_count}
+                 "loss_sum": self.loss_sum, "loss_count": self.loss_count, "codes": self.weights.state_dict()}
         tmp = self.checkpoint_path.with_name(f".{CHECKPOINT_FILE}.tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_path)
@@ -190,18 +204,32 @@ class Run:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.loss_sum, self.loss_count = state["loss_sum"], state["loss_count"]
+        self.weights.load_state_dict(state["codes"])
         MetricsCSV.truncate_after(self.csv_path, self.step)
+        MetricsCSV.truncate_after(self.layers_path, self.step)
         return True
 
     # ---- the loop ----------------------------------------------------------------------------------
-    def _row(self, metrics: dict) -> dict:
+    def _evaluation_row(self) -> dict:
+        """Everything measured at an evaluation step; also appends the per-layer rows to layers.csv."""
         applied = max(self.step - 1, 0)  # the update that produced this row (step 0: the first one to come)
         loss = self.loss_sum / self.loss_count if self.loss_count else None
         self.loss_sum, self.loss_count = 0.0, 0
-        return {"step": self.step, "loss": loss, **metrics, "lr": self.lr(applied), "wd": self.wd(applied),
-                "lr_stage": self.lr.stage(applied), "wd_stage": self.wd.stage(applied),
-                "tokens_seen": self.step * self.sampler.batch_size * self.sampler.seq_len,
-                "elapsed_s": round(self.elapsed, 3)}
+        metrics = evaluate(self.model, self.eval_set, self.device, self.autocast, int(self.cfg.eval.batch_size))
+        row = {"step": self.step, "loss": loss, **metrics, "lr": self.lr(applied), "wd": self.wd(applied),
+               "lr_stage": self.lr.stage(applied), "wd_stage": self.wd.stage(applied),
+               "tokens_seen": self.step * self.sampler.batch_size * self.sampler.seq_len,
+               "elapsed_s": round(self.elapsed, 3),
+               "loss_gap": metrics["eval_loss"] - self.unigram_entropy,
+               "effective_tokens": math.exp(metrics["pred_entropy"]), "grad_norm": self.grad_norm}
+        together, per_layer = self.weights.measure()
+        row.update(together)
+        self.layers_csv.write_many({"step": self.step, **layer} for layer in per_layer)
+        evaluation = len([s for s in self.eval_steps if s <= self.step]) - 1
+        if self.generate_every and evaluation % self.generate_every == 0:
+            row.update(generation_report(self.model, self.corpus.tokenizer, self.prompts, self.cfg.eval.generate,
+                                         self.step, self.out_dir, self.autocast))
+        return row
 
     def _train_step(self) -> torch.Tensor:
         cfg = self.cfg.train
@@ -217,7 +245,11 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.grad_clip))
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.grad_clip))
+        elif self.step + 1 in self.eval_steps:  # the norm is only reported on evaluation rows
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if self.step + 1 in self.eval_steps:
+            self.grad_norm = float(norm)
         self.optimizer.step()
         return loss.detach()
 
@@ -235,12 +267,14 @@ class Run:
         self._setup()
         self.step, self.elapsed, self.loss_sum, self.loss_count = 0, 0.0, 0.0, 0
         resumed = self._load_checkpoint()
-        if not resumed and self.csv_path.exists():
-            self.csv_path.unlink()  # a killed run that never checkpointed starts over
+        if not resumed:  # a killed run that never checkpointed starts over
+            self.csv_path.unlink(missing_ok=True)
+            self.layers_path.unlink(missing_ok=True)
         if resumed:
             log.info(f"Resuming from the checkpoint at step {self.step}")
         self._record(RUNNING)
         csv = MetricsCSV(self.csv_path, METRIC_COLUMNS)
+        self.layers_csv = MetricsCSV(self.layers_path, LAYER_COLUMNS)
         try:
             return self._loop(csv, resumed)
         except Diverged as err:
@@ -251,13 +285,13 @@ class Run:
             raise
         finally:
             csv.close()
+            self.layers_csv.close()
 
     def _loop(self, csv: MetricsCSV, resumed: bool) -> dict:
         from tqdm.auto import tqdm
 
         if not resumed:
-            csv.write(self._row(evaluate(self.model, self.eval_set, self.device, self.autocast,
-                                         int(self.cfg.eval.batch_size))))
+            csv.write(self._evaluation_row())
         bar = tqdm(total=self.last_step, initial=self.step, disable=not self.cfg.progress, unit="step",
                    dynamic_ncols=True, mininterval=1.0, leave=False)
         refresh_every = max(1, min(int(self.cfg.eval.every), 20))
@@ -280,8 +314,7 @@ class Run:
             bar.update(1)
             if self.step in self.eval_steps:
                 self.elapsed = time.perf_counter() - started
-                row = self._row(evaluate(self.model, self.eval_set, self.device, self.autocast,
-                                         int(self.cfg.eval.batch_size)))
+                row = self._evaluation_row()
                 csv.write(row)
                 unique = str(row["unique_tokens"])
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.step < self.last_step:
