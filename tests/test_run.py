@@ -101,3 +101,29 @@ def test_preset_runs_end_to_end_at_smoke_scale(preset, tmp_path):
         rows = read_rows(path)
         assert rows[-1]["step"] == ("40" if preset == "stage1_only" else "40")
         assert json.loads((path.parent / "run.json").read_text())["status"] == "completed"
+
+
+def test_diagnostics_in_a_real_full_precision_run(tmp_path):
+    run_cli(*TINY, "model.quant=none", "eval.generate.every=2", f"hydra.run.dir={tmp_path}")
+    rows = read_rows(tmp_path / "metrics.csv")
+    record = json.loads((tmp_path / "run.json").read_text())
+    for row in rows:
+        # flip rate and zero share do not apply without ternary weights: empty, not zero
+        assert row["zero_frac"] == "" and row["flip_rate"] == ""
+        assert float(row["latent_rms"]) > 0 and -1 <= float(row["hidden_cosine"]) <= 1
+        assert float(row["loss_gap"]) == pytest.approx(float(row["eval_loss"]) - record["unigram_entropy"], abs=1e-4)
+        assert float(row["effective_tokens"]) == pytest.approx(math.exp(float(row["pred_entropy"])), rel=1e-4)
+    assert rows[0]["grad_norm"] == "" and float(rows[1]["grad_norm"]) > 0
+    # generation at every 2nd evaluation: steps 0 and 20
+    assert sorted(p.name for p in (tmp_path / "generations").iterdir()) == ["step_0000000.txt", "step_0000020.txt"]
+    assert rows[1]["greedy_distinct1"] == "" and 0 < float(rows[2]["greedy_distinct1"]) <= 1
+    assert "greedy :" in (tmp_path / "generations" / "step_0000020.txt").read_text()
+    layers = read_rows(tmp_path / "layers.csv")
+    assert len(layers) == 3 * 7 and {r["step"] for r in layers} == {"0", "10", "20"}
+
+
+def test_ternary_run_reports_zero_share_and_flips(tiny_run):
+    out, _ = tiny_run
+    rows = read_rows(out / "metrics.csv")
+    assert rows[0]["flip_rate"] == "" and 0 <= float(rows[1]["flip_rate"]) <= 1
+    assert 0 < float(rows[2]["zero_frac"]) < 1
