@@ -358,9 +358,15 @@ def collapse_table(pp: pd.DataFrame, keys: list[str], early: int, late: int) -> 
 def decide(tokens_by_hidden: list[tuple[float, float]]) -> tuple[str, str]:
     """Seed 000's decision tree ("Does any model stay diverse (>100 tokens)?") with seed 002's patterns.
     tokens_by_hidden: [(hidden, tokens at the decision step)] sorted by hidden.
+      C  non-monotonic: a larger size falls into a worse status group (Failed < Marginal < Working) than a
+         smaller one (seed 000: "256 (2) -> 512 (100) -> 768 (10) -> 1024 (200)"), or tokens improve with size
+         without any size reaching >100 (seed 002's gradual pattern);
       A  some size stays diverse and so does every larger one: scaling fixes it, threshold = smallest such;
-      B  no size stays diverse and the largest is in no better status class than the smallest: no threshold;
-      C  anything else: diverse then not (non-monotonic), or better with size without reaching >100."""
+      B  no size stays diverse and the largest is in no better status group than the smallest: no threshold."""
+    rank = {status: i for i, status in enumerate(dict.fromkeys(s for _, _, s in TOKEN_CLASSES))}
+    groups = [rank[token_class(t)[1]] for _, t in tokens_by_hidden]
+    if any(later < earlier for i, earlier in enumerate(groups) for later in groups[i + 1:]):
+        return "C", "mixed: non-monotonic in size (a larger model is worse than a smaller one); investigate"
     diverse = [h for h, t in tokens_by_hidden if t > DIVERSE]
     if diverse:
         threshold = diverse[0]
@@ -368,9 +374,7 @@ def decide(tokens_by_hidden: list[tuple[float, float]]) -> tuple[str, str]:
             return "A", (f"scaling fixes it: hidden ≥ {fmt_value(threshold)} stays diverse (>{DIVERSE} tokens); "
                          f"use hidden ≥ {fmt_value(threshold)}")
         return "C", "mixed: non-monotonic in size (a smaller model is diverse, a larger one is not); investigate"
-    rank = {status: i for i, status in enumerate(dict.fromkeys(s for _, _, s in TOKEN_CLASSES))}
-    smallest, largest = tokens_by_hidden[0][1], tokens_by_hidden[-1][1]
-    if rank[token_class(largest)[1]] > rank[token_class(smallest)[1]]:
+    if groups[-1] > groups[0]:
         return "C", (f"mixed: tokens improve with size but none stays above {DIVERSE}; "
                      f"combine larger models with a reduced LR")
     return "B", f"no threshold: no size stays above {DIVERSE} tokens; scaling alone does not fix it, adjust the LR"

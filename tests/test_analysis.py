@@ -1,0 +1,304 @@
+"""The analysis package: a tiny real sweep through the loader, the tables command, the plots and the notebook;
+a partial sweep; the seed-001 fixture sweep against the seeds' own transition and recovery figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis import NotASweep, load_sweeps
+from analysis.stats import factorial_effects, mean_ci, t975
+from analysis.tables import build_tables, decide, ratio_class, token_class
+from conftest import REPO_ROOT, TINY, run_cli
+
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "seed001_sweep"
+SEED001_STEPS = ["1000", "2000", "3000", "4000", "5000", "6000", "7000", "10000"]
+
+
+def tables_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "analysis.tables", *map(str, args)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"analysis.tables exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr}")
+    return result
+
+
+def md_rows(markdown: str) -> list[list[str]]:
+    """The body rows of a markdown table, cells stripped."""
+    lines = [line for line in markdown.strip().splitlines() if line.startswith("|")][2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def point_dir(sweep_dir: Path, hidden: int) -> Path:
+    [folder] = [p for p in sweep_dir.iterdir() if p.is_dir() and f"hidden={hidden}," in f"{p.name},"]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """Two real points (hidden 32 and 48), 20 steps, WD switching 0.1 -> 0.0 at the midpoint (step 10)."""
+    sweep_dir = tmp_path_factory.mktemp("analysis") / "sweep"
+    tiny = [o for o in TINY if not o.startswith("hidden=")]
+    run_cli("-m", "hidden=32,48", "wd=two_stage", *tiny, f"hydra.sweep.dir={sweep_dir}")
+    return sweep_dir
+
+
+# ---- loader ---------------------------------------------------------------------------------------------------
+def test_loader_one_row_per_point_and_step(tiny_sweep):
+    sweep = load_sweeps(tiny_sweep)
+    assert sweep.swept == ["hidden"]
+    assert list(sweep.points.point) == ["hidden=32", "hidden=48"]
+    assert set(sweep.points.status) == {"completed"}
+    frame = sweep.frame
+    for hidden in (32, 48):
+        csv = pd.read_csv(point_dir(tiny_sweep, hidden) / "metrics.csv")
+        rows = frame[frame.hidden == hidden]
+        assert list(rows.step) == list(csv.step) == [0, 10, 20]
+        assert list(rows.unique_tokens) == list(csv.unique_tokens)
+        record = json.loads((point_dir(tiny_sweep, hidden) / "run.json").read_text())
+        assert set(rows.params_total) == {record["params"]["total"]}
+        assert set(rows.wd_switch) == {10} and rows["wd.name"].eq("two_stage").all()
+    assert {"seed", "lr.peak", "wd.value", "model.quant", "status", "folder", "eval_loss"} <= set(frame.columns)
+
+
+def test_loader_tolerates_extra_columns(tiny_sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep, copy)
+    csv_path = point_dir(copy, 32) / "metrics.csv"
+    csv = pd.read_csv(csv_path)
+    csv["zz_extra_metric"] = [1.0, 2.0, 3.0]  # a column another engineer appended later
+    csv.to_csv(csv_path, index=False)
+    frame = load_sweeps(copy).frame
+    assert list(frame[frame.hidden == 32].zz_extra_metric) == [1.0, 2.0, 3.0]
+    assert frame[frame.hidden == 48].zz_extra_metric.isna().all()
+
+
+# ---- the command on the real sweep --------------------------------------------------------------------------------
+def test_tables_match_the_csvs(tiny_sweep, tmp_path):
+    out = tmp_path / "out"
+    result = tables_cli(tiny_sweep, "--steps", 10, 20, "--collapse-steps", 10, 20, "--out", out)
+    assert "## Results: unique tokens per step" in result.stdout and "2 grid points: 2 completed." in result.stdout
+    csv = {h: pd.read_csv(point_dir(tiny_sweep, h) / "metrics.csv").set_index("step") for h in (32, 48)}
+
+    results = pd.read_csv(out / "results.csv")
+    assert list(results.hidden) == [32, 48]
+    assert {"tokens@10", "tokens@20", "switch", "status", "n"} <= set(results.columns)
+    for _, row in results.iterrows():
+        assert row["tokens@10"] == csv[row.hidden].at[10, "unique_tokens"]
+        assert row["tokens@20"] == csv[row.hidden].at[20, "unique_tokens"]
+    # The switch column sits between step 10 (last stage-1 row) and step 20 (first stage-2 row).
+    header = (out / "results.md").read_text().splitlines()[0]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["hidden", "step 10", "Stage 2→", "step 20", "status"]
+
+    transition = pd.read_csv(out / "transition.csv")
+    assert list(transition.hidden) == [32, 48]
+    for _, row in transition.iterrows():
+        c = csv[row.hidden]
+        assert (row.before_step, row.after_step) == (10, 20)
+        assert row.tokens_before == c.at[10, "unique_tokens"] and row.tokens_after == c.at[20, "unique_tokens"]
+        assert row.loss_drop == pytest.approx(c.at[20, "loss"] - c.at[10, "loss"])
+        assert row.loss_pct == pytest.approx((c.at[20, "loss"] - c.at[10, "loss"]) / c.at[10, "loss"] * 100)
+        assert row.eval_loss_drop == pytest.approx(c.at[20, "eval_loss"] - c.at[10, "eval_loss"])
+        assert row.recovery == pytest.approx(c.at[20, "unique_tokens"] / c.at[10, "unique_tokens"])
+
+    size = pd.read_csv(out / "size.csv")
+    for _, row in size.iterrows():
+        record = json.loads((point_dir(tiny_sweep, row.hidden) / "run.json").read_text())
+        assert row.params == record["params"]["total"]
+        assert row.lowest_stage1 == csv[row.hidden].loc[:10, "unique_tokens"].min()
+        assert row.final_tokens == csv[row.hidden].at[20, "unique_tokens"]
+
+    collapse = pd.read_csv(out / "collapse.csv")
+    for _, row in collapse.iterrows():
+        c = csv[row.hidden]
+        assert row.ratio == pytest.approx(c.at[20, "unique_tokens"] / c.at[10, "unique_tokens"])
+        assert row.ratio_class == ratio_class(row.ratio)
+        assert row.positions == 256
+    assert "256 (" in (out / "collapse.md").read_text()  # the evaluated positions, stated beside the class
+
+    decision = pd.read_csv(out / "decision.csv")
+    assert len(decision) == 1 and decision.outcome[0] in "ABC"
+    assert "Not applicable" in (out / "factorial.md").read_text()
+    for name in ("tokens.png", "loss.png", "collapse_ratio.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_partial_sweep_reports_missing_and_failed(tiny_sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep, copy)
+    shutil.rmtree(point_dir(copy, 48))
+    record_path = point_dir(copy, 32) / "run.json"
+    record = json.loads(record_path.read_text())
+    record.update(status="failed", error="RuntimeError: out of memory")
+    record_path.write_text(json.dumps(record))
+
+    sweep = load_sweeps(copy)
+    assert dict(zip(sweep.points.point, sweep.points.status)) == {"hidden=32": "failed", "hidden=48": "missing"}
+    assert list(sweep.missing.point) == ["hidden=48"]
+    assert sweep.frame[sweep.frame.point == "hidden=48"].step.isna().all()  # kept, with no metrics
+
+    result = tables_cli(copy, "--out", tmp_path / "out", "--no-plots")
+    assert "2 grid points: 1 failed, 1 missing." in result.stdout
+    assert "- hidden=48: missing (expected at" in result.stdout and "- hidden=32: failed" in result.stdout
+    points = md_rows((tmp_path / "out" / "points.md").read_text())
+    assert [row[:2] for row in points] == [["hidden=32", "failed"], ["hidden=48", "missing"]]
+    assert "out of memory" in points[0][-1]
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(results.status) == ["failed", "missing"]  # the missing point keeps its row
+
+
+def test_not_a_sweep_is_a_clear_error(tiny_sweep, tmp_path):
+    result = tables_cli(tmp_path, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"error: {tmp_path} is not a sweep folder: no multirun.yaml in it (pass the " \
+                                    f"hydra.sweep.dir of a `python -m bitnet.run -m ...` run)"
+    result = tables_cli(point_dir(tiny_sweep, 32), check=False)
+    assert result.returncode == 2 and "single run's folder, not a sweep" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    with pytest.raises(NotASweep, match="no such folder"):
+        load_sweeps(tmp_path / "nope")
+
+
+# ---- the seeds' own numbers ----------------------------------------------------------------------------------------
+def test_seed001_fixture_reproduces_the_seeds_tables(tmp_path):
+    out = tmp_path / "out"
+    tables_cli(FIXTURE, "--steps", *SEED001_STEPS, "--collapse-steps", 1000, 4000, "--out", out, "--no-plots")
+
+    # Seed 001, "Complete Results Table".
+    results = {row[0]: row[1:] for row in md_rows((out / "results.md").read_text())}
+    assert results == {
+        "256": ["16", "8", "2", "2", "2", "WD 0.1→0.0", "**10**", "**14**", "**13**", "completed"],
+        "512": ["14", "8", "4", "2", "2", "WD 0.1→0.0", "**10**", "**12**", "**11**", "completed"],
+        "768": ["18", "14", "4", "2", "2", "WD 0.1→0.0", "**8**", "**11**", "**12**", "completed"],
+        "1024": ["13", "8", "5", "2", "2", "WD 0.1→0.0", "**11**", "**11**", "**11**", "completed"],
+    }
+    # Seed 001, "Loss Drop at Stage 2 Transition" and "Token Recovery at Stage 2 Transition".
+    transition = {row[0]: row[3:10] for row in md_rows((out / "transition.md").read_text())}
+    assert transition == {
+        "256": ["10.34", "7.32", "-3.02", "-29.2%", "2", "10", "5.0x"],
+        "512": ["10.19", "7.22", "-2.97", "-29.2%", "2", "10", "5.0x"],
+        "768": ["10.08", "7.22", "-2.86", "-28.4%", "2", "8", "4.0x"],
+        "1024": ["10.10", "7.15", "-2.95", "-29.2%", "2", "11", "5.5x"],
+    }
+    assert all(row[1:3] == ["WD 0.1→0.0 @5k", "5k → 6k"] for row in md_rows((out / "transition.md").read_text()))
+    # Seed 001, "Model Size Comparison".
+    size = {row[0]: row[1:] for row in md_rows((out / "size.md").read_text())}
+    assert size["256"] == ["28M", "2", "✓ (to 2)", "10", "✓ (to 10)", "13", "completed"]
+    assert size["768"] == ["257M", "2", "✓ (to 2)", "8", "✓ (to 8)", "12", "completed"]
+    assert [size[h][0] for h in ("512", "1024")] == ["114M", "458M"]
+    # Seed 002's collapse ratio (4k / 1k) and classes; the seeds do not say how many positions they scored.
+    collapse = pd.read_csv(out / "collapse.csv").set_index("hidden")
+    assert collapse.ratio.to_dict() == pytest.approx({256: 2 / 16, 512: 2 / 14, 768: 2 / 18, 1024: 2 / 13})
+    assert set(collapse.ratio_class) == {"strong collapse"}
+    assert set(collapse.status_late) == {"complete collapse (❌ Failed)"}
+    assert collapse.status_final.to_dict() == {h: "partial collapse (⚠️ Marginal)" for h in (256, 512, 768, 1024)}
+    assert all(row[-2] == "unknown" for row in md_rows((out / "collapse.md").read_text()))
+    # Every size at 2 tokens at 4k: seed 002's Pattern B, "no scaling help" (seed 001's own conclusion).
+    decision = pd.read_csv(out / "decision.csv")
+    assert decision.outcome.tolist() == ["B"] and decision["tokens by hidden"][0] == "256: 2, 512: 2, 768: 2, 1024: 2"
+
+
+def test_default_steps_and_collapse_steps_on_the_fixture():
+    sweep = load_sweeps(FIXTURE)
+    tables, params = build_tables(sweep)
+    assert (params["early"], params["late"]) == (1000, 4000)  # seed 002's 1k and 4k of 10k
+    assert {5000, 6000, 10000} <= set(params["steps"])  # either side of the switch, and the last step
+    header = tables["results"][0].columns.tolist()
+    assert header.index("Stage 2→") == header.index("step 5k") + 1
+
+
+# ---- classes and statistics ---------------------------------------------------------------------------------------
+def test_classes_follow_the_seeds():
+    assert [ratio_class(r) for r in (0.11, 0.2, 0.25, 0.5, 0.8, 0.91)] == [
+        "strong collapse", "moderate collapse", "moderate collapse", "minimal collapse", "minimal collapse",
+        "stable"]
+    assert [token_class(t)[0] for t in (1, 5, 6, 10, 11, 30, 31, 100, 101, 500, 501)] == [
+        "complete collapse", "complete collapse", "severe collapse", "severe collapse", "partial collapse",
+        "partial collapse", "questionable", "questionable", "acceptable", "acceptable", "very good"]
+    hidden = [256, 512, 768, 1024]
+    assert decide(list(zip(hidden, [2, 10, 80, 300])))[0] == "A"   # seed 002 Pattern A
+    assert decide(list(zip(hidden, [2, 3, 2, 2])))[0] == "B"       # seed 002 Pattern B
+    assert decide(list(zip(hidden, [2, 100, 10, 200])))[0] == "C"  # seed 000 non-monotonic example
+    assert decide(list(zip(hidden, [2, 8, 40, 60])))[0] == "C"     # improves, never diverse
+
+
+def test_mean_ci_and_factorial_effects():
+    assert t975(4) == 2.776 and abs(t975(60) - 2.000) < 1e-3
+    mean, lo, hi, n = mean_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and (lo, hi) == pytest.approx((2 - 4.303 / 3**0.5, 2 + 4.303 / 3**0.5))
+    assert mean_ci([5.0])[1:3] != mean_ci([5.0])[1:3]  # NaN: no interval from one seed
+    # Cell means 2, 6, 3, 11 (off/off, LR, WD, both), within-cell variance 2, 2 seeds each: df 4, SE 1 for the
+    # main effects and 2 for the difference of differences.
+    effects = factorial_effects({(False, False): [1, 3], (True, False): [5, 7], (False, True): [2, 4],
+                                 (True, True): [10, 12]})
+    assert effects["LR switch (main effect)"] == pytest.approx((6.0, 6 - 2.776, 6 + 2.776, 4))
+    assert effects["WD switch (main effect)"] == pytest.approx((3.0, 3 - 2.776, 3 + 2.776, 4))
+    assert effects["LR x WD interaction"] == pytest.approx((4.0, 4 - 2 * 2.776, 4 + 2 * 2.776, 4))
+
+
+def write_point(sweep_dir: Path, name: str, overrides: list[str], config: dict, rows: list[dict]) -> None:
+    folder = sweep_dir / name
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
+    switches = {k: config[k].get("switch_step") if config[k]["name"] == "two_stage" else None for k in ("lr", "wd")}
+    (folder / "run.json").write_text(json.dumps({"status": "completed", "step": 100, "last_step": 100,
+                                                 "total_steps": 100, "params": {"total": 1000},
+                                                 "eval_positions": 64, "switch_steps": switches,
+                                                 "config": config}))
+
+
+def test_factorial_table_from_a_typed_factorial_sweep(tmp_path):
+    """lr=linear,two_stage wd=constant,two_stage seed=0,1 with final tokens typed so the effects are known."""
+    sweep_dir = tmp_path / "factorial"
+    sweep_dir.mkdir()
+    (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        "lr=linear,two_stage", "wd=constant,two_stage", "seed=0,1"]}}}))
+    final = {("linear", "constant"): [1, 3], ("two_stage", "constant"): [5, 7], ("linear", "two_stage"): [2, 4],
+             ("two_stage", "two_stage"): [10, 12]}
+    for (lr, wd), values in final.items():
+        for seed, tokens in enumerate(values):
+            config = {"hidden": 32, "seed": seed, "lr": {"name": lr, "peak": 1.5e-3, "stage2_peak": 1e-3,
+                                                          "switch_step": 50},
+                      "wd": {"name": wd, "value": 0.1, "stage2_value": 0.0, "switch_step": 50}}
+            rows = [{"step": s, "loss": 5.0, "unique_tokens": 20 if s < 100 else tokens,
+                     "eval_loss": 5.0 - 0.1 * (s == 100) * (lr == "two_stage")} for s in (0, 50, 100)]
+            write_point(sweep_dir, f"lr={lr},seed={seed},wd={wd}", [f"lr={lr}", f"wd={wd}", f"seed={seed}"],
+                        config, rows)
+    sweep = load_sweeps(sweep_dir)
+    assert sweep.swept == ["lr.name", "wd.name", "seed"] and "lr" in sweep.frame  # the CSV's lr stays the LR
+    tables, _ = build_tables(sweep)
+    effects = tables["factorial"][1].set_index("effect")
+    assert effects.final_tokens.to_dict() == pytest.approx(
+        {"LR switch (main effect)": 6.0, "WD switch (main effect)": 3.0, "LR x WD interaction": 4.0})
+    assert effects.final_eval_loss["LR switch (main effect)"] == pytest.approx(-0.1)
+    assert effects.final_tokens_lo["LR switch (main effect)"] == pytest.approx(6 - 2.776)
+    md = tables["factorial"][0]
+    assert md.loc[md.effect == "LR switch (main effect)", "final unique tokens"].item() == "+6.00 [+3.22, +8.78]"
+    # Two seeds per cell: the results table gives means with their intervals.
+    results = tables["results"][1]
+    both = results[(results["lr.name"] == "two_stage") & (results["wd.name"] == "two_stage")].iloc[0]
+    assert (both["tokens@100"], both.n) == (11.0, 2)
+    assert both["tokens@100_lo"] == pytest.approx(11 - 12.706 * 2**0.5 / 2**0.5)
+
+
+# ---- the notebook --------------------------------------------------------------------------------------------------
+def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("BITNET_SWEEP", str(tiny_sweep))
+    notebook = nbformat.read(REPO_ROOT / "analysis" / "sweep_analysis.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("hidden=48" in str(o.get("data", {}).get("text/plain", "")) for o in outputs)
