@@ -65,6 +65,11 @@ def plot_tokens(sweep: Sweep, ax=None, keys: list[str] | None = None):
             ax.plot(curve.step, curve.unique_tokens, marker="o", markersize=3, color=color, label=legend, alpha=0.85)
     _switch_lines(ax, sweep)
     ax.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 10, 100 rather than 2x10^0
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set(xlabel="step", ylabel="unique predicted tokens (eval)", title="Prediction diversity")
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
