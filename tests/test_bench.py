@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import torch
+
 from bitnet import bench
+from bitnet.quant import quantize_activation, quantize_weight, ste_activation, ste_weight
 
 TINY_BENCH = ["--hidden", "32", "48", "--layers", "1", "--heads", "2", "--batch", "2", "--seq", "16",
               "--vocab", "128", "--steps", "2", "--warmup", "1", "--device", "cpu", "--threads", "1"]
@@ -38,3 +41,33 @@ def test_mfu_columns_with_a_peak():
     assert header[-2:] == ["ternary MFU", "dense MFU"]
     assert row[-2:] == ["0.2%", "0.2%"]  # 1e6 FLOP/token * 2000 tok/s / 1e12 = 0.2%; same for dense
     assert row[4] == "1.250" and row[7] == "0.800"
+
+
+# ---- the quantizers' fast path (autograd Function forwards) equals the reference formulas bit for bit ----
+
+def quantizer_inputs():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 16, 48, generator=gen) * torch.logspace(-6, 3, 48)  # widely different magnitudes
+    x[0, 0] = 0.0            # an all-zero token: scale clamped
+    x[1, 1, :5] = 1e-7       # tiny values next to the clamp
+    x[2, 2] = -x[2, 2].abs()  # an all-negative token
+    x[3, 3] = torch.arange(48) / 47 * 2 - 1  # values on rounding boundaries
+    return [x, x.to(torch.bfloat16), x.double(), torch.randn(7, 33, generator=gen), torch.zeros(3, 5)]
+
+
+def test_fast_quantizers_equal_reference_bit_for_bit():
+    for t in quantizer_inputs():
+        assert torch.equal(ste_activation(t), quantize_activation(t)), t.dtype
+        assert torch.equal(ste_weight(t), quantize_weight(t)), t.dtype
+        assert ste_activation(t).dtype == quantize_activation(t).dtype == t.dtype
+
+
+def test_fast_quantizers_leave_input_alone_and_pass_gradient_straight_through():
+    x = quantizer_inputs()[0].requires_grad_()
+    before = x.detach().clone()
+    grad = torch.randn_like(x)
+    (ste_activation(x) * grad).sum().backward()
+    assert torch.equal(x.detach(), before) and torch.equal(x.grad, grad)
+    x.grad = None
+    (ste_weight(x) * grad).sum().backward()
+    assert torch.equal(x.detach(), before) and torch.equal(x.grad, grad)
