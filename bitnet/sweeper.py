@@ -1,0 +1,118 @@
+"""A Hydra sweeper that checks every grid point before it launches any, and lets a sweep finish even when a
+point fails.
+
+Hydra's basic sweeper composes each point's config but runs no checks of ours, so a bad point is found
+only when its job starts, possibly hours into a sweep, after other points trained. `ValidatingSweeper`
+behaves like the basic sweeper (same grid syntax, `hydra.sweeper.params`, `max_batch_size`) except that:
+
+- before launching anything it loads the config of every grid point and runs `bitnet.validate.validate` on
+  it; if any point is invalid it prints one line per bad point to stderr (`error: grid point 3 of 8
+  (hidden=30 ...): <message>`) and exits 2 with nothing launched, trained or written;
+- a failed point (an exception in its job) no longer stops later batches: every batch runs, then the sweep
+  reports the failed points and exits non-zero. Each point's results live in its own folder either way.
+
+The device check is skipped for launchers whose jobs run on other machines (submitit_slurm): the machine
+that submits a SLURM array often has no GPU.
+
+Hydra instantiates sweepers only from the `hydra_plugins` namespace, so the class is exposed to it as
+`hydra_plugins.bitnet_sweeper.validating_sweeper.ValidatingSweeper` (a subclass with no code of its own),
+which conf/config.yaml selects with `hydra.sweeper._target_`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, List, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED = 10  # bad points printed one per line; the rest are counted
+
+
+def _is_remote(launcher_target: str) -> bool:
+    return "slurm" in launcher_target.lower()
+
+
+class ValidatingSweeper(BasicSweeper):
+    """BasicSweeper + validation of every grid point up front + failures reported after all batches."""
+
+    def _varying_keys(self, points: Sequence[Sequence[str]]) -> set[str]:
+        values: dict[str, set[str]] = {}
+        for point in points:
+            for override in point:
+                key, _, value = override.partition("=")
+                values.setdefault(key, set()).add(value)
+        return {key for key, seen in values.items() if len(seen) > 1}
+
+    def validate_points(self, points: Sequence[Sequence[str]]) -> None:
+        """Compose and validate every point; on any error print one line per bad point and exit 2."""
+        from bitnet.validate import ConfigError, validate
+
+        assert self.hydra_context is not None and self.config is not None
+        launcher = str(OmegaConf.select(self.config, "hydra.launcher._target_", default="") or "")
+        check_device = not _is_remote(launcher)
+        varying = self._varying_keys(points)
+        cache: dict = {}
+        bad = []
+        tic = time.perf_counter()
+        for number, point in enumerate(points):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(point))
+            try:
+                validate(config, device=check_device, cache=cache)
+            except ConfigError as err:
+                shown = [o for o in point if o.partition("=")[0] in varying] or list(point)
+                bad.append(f"error: grid point {number + 1} of {len(points)} ({' '.join(shown)}) is invalid, "
+                           f"nothing was launched: {err}")
+        log.debug(f"Validated {len(points)} grid points in {time.perf_counter() - tic:.2f}s")
+        if bad:
+            for line in bad[:MAX_REPORTED]:
+                print(line, file=sys.stderr)
+            if len(bad) > MAX_REPORTED:
+                print(f"error: ... and {len(bad) - MAX_REPORTED} more invalid grid points", file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(2)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        params_conf = self._parse_config()
+        params_conf.extend(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(params_conf)
+        self.overrides = self.split_arguments(overrides, self.max_batch_size)
+
+        # Every point, before anything is launched or written.
+        self.validate_points([point for batch in self.overrides for point in batch])
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        returns: List[Sequence[JobReturn]] = []
+        failed: list[JobReturn] = []
+        initial_job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            # Unlike BasicSweeper, a failed point does not stop the later batches: they run, then we report.
+            failed.extend(r for r in results if r.status == JobStatus.FAILED)
+            initial_job_idx += len(batch)
+            returns.append(results)
+
+        if failed:
+            for result in failed:
+                overrides = " ".join(result.overrides or [])
+                log.error(f"grid point failed ({overrides}): {type(result._return_value).__name__}: "
+                          f"{result._return_value}")
+            log.error(f"{len(failed)} of {initial_job_idx} grid points failed; the others' results are in "
+                      f"{sweep_dir}. Rerun the same command to retry the failed ones (finished points are "
+                      f"skipped).")
+            _ = failed[0].return_value  # raises the first failure, as BasicSweeper does: non-zero exit
+        return returns

@@ -1,0 +1,1 @@
+"""Exposes bitnet's validating sweeper to Hydra, which instantiates plugins only from `hydra_plugins`."""
