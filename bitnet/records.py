@@ -97,7 +97,7 @@ class MetricsCSV:
             if step.isdigit() and int(step) <= last_step:
                 kept.append(line)
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-        return len(kept) - 1
+        return max(len(kept) - 1, 0)  # 0 when even the header was torn
 
 
 def write_record(out_dir: Path, record: dict) -> None:

@@ -186,13 +186,17 @@ class Run:
                  "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                  "loss_sum": self.loss_sum, "loss_count": self.loss_count, "codes": self.weights.state_dict()}
         tmp = self.checkpoint_path.with_name(f".{CHECKPOINT_FILE}.tmp")
-        torch.save(state, tmp)
+        with open(tmp, "wb") as handle:  # fsynced before the rename: a crash never leaves a torn checkpoint
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, self.checkpoint_path)
 
     def _load_checkpoint(self) -> bool:
         if not self.checkpoint_path.exists():
             return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        # On the CPU: the RNG states must stay CPU ByteTensors; model and optimizer state are copied to the device.
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         if state["fingerprint"] != self.fingerprint:
             raise ValueError(f"{self.out_dir}: a checkpoint of a different config is here; resume with the same "
                              f"config or use another output folder")
@@ -264,9 +268,15 @@ class Run:
             log.info(f"Already {previous['status']} at step {previous['step']}: {self.csv_path} (skipped)")
             return {**previous, "skipped": True}
 
-        self._setup()
-        self.step, self.elapsed, self.loss_sum, self.loss_count = 0, 0.0, 0.0, 0
-        resumed = self._load_checkpoint()
+        try:
+            self._setup()
+            self.step, self.elapsed, self.loss_sum, self.loss_count = 0, 0.0, 0.0, 0
+            resumed = self._load_checkpoint()
+        except BaseException as err:  # e.g. an unreadable checkpoint: still leave a record saying so
+            write_record(self.out_dir, {**(previous or {}), "status": FAILED, "error": f"{type(err).__name__}: {err}",
+                                        "config_fingerprint": self.fingerprint, "metrics_csv": METRICS_FILE,
+                                        "config": OmegaConf.to_container(self.cfg, resolve=True)})
+            raise
         if not resumed:  # a killed run that never checkpointed starts over
             self.csv_path.unlink(missing_ok=True)
             self.layers_path.unlink(missing_ok=True)
@@ -322,5 +332,6 @@ class Run:
                     self._record(RUNNING)
         bar.close()
         self.elapsed = time.perf_counter() - started
+        record = self._record(COMPLETED)  # then drop the checkpoint: a kill in between still leaves a finished point
         self.checkpoint_path.unlink(missing_ok=True)
-        return self._record(COMPLETED)
+        return record
