@@ -37,6 +37,7 @@ class Result:
     hidden: int
     mode: str
     step_s: float          # median seconds per training step
+    spread: tuple[float, float]  # 25th and 75th percentiles of the step time (noise on a shared machine)
     tokens_per_s: float
     flops_per_token: float
     params_non_embedding: int
@@ -121,9 +122,11 @@ def bench_hidden(args, hidden: int, device: torch.device) -> list[Result]:
     results = []
     for mode in MODES:
         step_s = statistics.median(times[mode])
+        quartiles = statistics.quantiles(times[mode], n=4) if len(times[mode]) > 1 else [step_s] * 3
         non_embedding = runs[mode].counts["non_embedding"]
         flops_per_token = 6 * non_embedding + 12 * args.layers * hidden * args.seq
-        results.append(Result(hidden, mode, step_s, tokens_per_step / step_s, flops_per_token, non_embedding))
+        results.append(Result(hidden, mode, step_s, (quartiles[0], quartiles[2]), tokens_per_step / step_s,
+                              flops_per_token, non_embedding))
     del runs
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -219,6 +222,9 @@ def main(argv=None) -> str:
     if device.type == "cuda" and not peak:
         print("# MFU not shown: unknown GPU peak; pass --peak-tflops")
     print(table)
+    print("# step-time quartiles (p25-p75, ms): " + "; ".join(
+        f"hidden {r.hidden} {'ternary' if r.mode == 'ternary' else 'dense'} {r.spread[0] * 1e3:.1f}-{r.spread[1] * 1e3:.1f}"
+        for r in results))
     return table
 
 
