@@ -37,8 +37,8 @@ CONFIG_COLUMNS = ["hidden", "seed", "model.layers", "model.n_heads", "model.quan
                   "lr.name", "lr.peak", "lr.switch_step", "lr.stage2_peak", "wd.name", "wd.value",
                   "wd.switch_step", "wd.stage2_value", "train.steps", "train.batch_size", "train.label_smoothing",
                   "train.grad_clip", "data.name", "data.vocab_size", "data.seq_len"]
-RECORD_COLUMNS = ["params_total", "params_non_embedding", "eval_positions", "eval_unique_targets", "lr_switch",
-                  "wd_switch", "last_step", "total_steps", "error"]
+RECORD_COLUMNS = ["params_total", "params_non_embedding", "eval_positions", "eval_unique_targets", "unigram_entropy",
+                  "lr_switch", "wd_switch", "last_step", "total_steps", "error"]
 
 
 class NotASweep(ValueError):
@@ -206,6 +206,7 @@ def load_point(folder: Path, sweep_dir: Path) -> tuple[dict, pd.DataFrame]:
             info[f"{kind}_switch"] = _switch_from_csv(metrics, f"{kind}_stage")
     info.update(params_total=params.get("total"), params_non_embedding=params.get("non_embedding"),
                 eval_positions=record.get("eval_positions"), eval_unique_targets=record.get("eval_unique_targets"),
+                unigram_entropy=record.get("unigram_entropy"),
                 last_step=record.get("last_step"), total_steps=record.get("total_steps"),
                 error=record.get("error"))
     return info, metrics

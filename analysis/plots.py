@@ -1,5 +1,6 @@
 """The issue's three plots: unique tokens vs step (log scale, switch lines), loss vs step, collapse ratio vs
-hidden size. Each function draws on an Axes it is given (a notebook's) or on a new Figure it returns; figures
+hidden size; and issue 6's collapse diagnostics vs step (hidden cosine, loss gap, flip rate) when the sweep has
+them. Each function draws on an Axes it is given (a notebook's) or on a new Figure it returns; figures
 are built without pyplot so that the command works headless."""
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.load import Sweep
-from analysis.tables import RATIO_CLASSES, build_tables, cell_keys, fmt_value, step_label, switch_events
+from analysis.tables import (COSINE_HIGH, RATIO_CLASSES, UNIGRAM_GAP, build_tables, cell_keys, fmt_value,
+                             step_label, switch_events)
+
+# The diagnostics plot's panels, top to bottom: (metrics.csv column, y label).
+DIAGNOSTIC_PANELS = [("hidden_cosine", "hidden cosine\n(final layer, across positions)"),
+                     ("loss_gap", "loss gap (nats)\neval loss - unigram entropy"),
+                     ("flip_rate", "flip rate\n(ternary codes since last eval)")]
 
 
 def _axes(ax, size=(8, 4.5)):
@@ -44,15 +51,16 @@ def _curves(sweep: Sweep, keys: list[str]):
         yield point, curve, colors[label], legend
 
 
-def _switch_lines(ax, sweep: Sweep) -> None:
+def _switch_lines(ax, sweep: Sweep, annotate: bool = True) -> None:
     events = {}
     for _, point in sweep.points.iterrows():
         for step, label in switch_events(point):
             events.setdefault(step, set()).add(label)
     for step, labels in sorted(events.items()):
         ax.axvline(step, color="0.4", linestyle="--", linewidth=1)
-        ax.annotate(f"{' / '.join(sorted(labels))} @{step_label(step)}", (step, 1), xycoords=("data", "axes fraction"),
-                    xytext=(3, -3), textcoords="offset points", va="top", fontsize=8, color="0.3")
+        if annotate:
+            ax.annotate(f"{' / '.join(sorted(labels))} @{step_label(step)}", (step, 1),
+                        xycoords=("data", "axes fraction"), xytext=(3, -3), textcoords="offset points", va="top", fontsize=8, color="0.3")
 
 
 def plot_tokens(sweep: Sweep, ax=None, keys: list[str] | None = None):
@@ -135,6 +143,50 @@ def plot_collapse(sweep: Sweep, ax=None, early: int | None = None, late: int | N
     return fig
 
 
+def diagnostic_panels(sweep: Sweep) -> list[str]:
+    """The diagnostics plot's columns that hold a value in this sweep (none for runs from before issue 6)."""
+    frame = sweep.frame
+    return [c for c, _ in DIAGNOSTIC_PANELS
+            if c in frame and pd.to_numeric(frame[c], errors="coerce").notna().any()]
+
+
+def plot_diagnostics(sweep: Sweep, axes=None, keys: list[str] | None = None):
+    """Hidden cosine, loss gap and flip rate vs step, one panel each sharing the step axis, one line per point
+    (a colour per cell, as in tokens.png), dashed lines at the switches; the verdict thresholds dotted (cosine
+    0.9, loss gap +-0.1 shaded). Panels whose column is empty everywhere are left out; with none, returns None.
+    `axes`: one Axes per panel of `diagnostic_panels(sweep)` (a notebook's), else a new Figure is returned."""
+    panels = diagnostic_panels(sweep)
+    if not panels:
+        return None
+    keys = cell_keys(sweep) if keys is None else keys
+    if axes is None:
+        fig = Figure(figsize=(8, 2.4 * len(panels) + 0.6), layout="constrained")
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    axes = list(axes)
+    fig = axes[0].figure
+    labels = dict(DIAGNOSTIC_PANELS)
+    for ax, column in zip(axes, panels):
+        for point, curve, color, legend in _curves(sweep, keys):
+            values = pd.to_numeric(curve[column], errors="coerce") if column in curve else None
+            if values is None or values.isna().all():
+                continue
+            ok = values.notna()
+            ax.plot(curve.step[ok], values[ok], marker="o", markersize=3, color=color, label=legend, alpha=0.85)
+        if column == "hidden_cosine":
+            ax.axhline(COSINE_HIGH, color="0.5", linestyle=":", linewidth=1)
+        if column == "loss_gap":
+            ax.axhline(0, color="0.5", linestyle=":", linewidth=1)
+            ax.axhspan(-UNIGRAM_GAP, UNIGRAM_GAP, color="0.85", alpha=0.5, linewidth=0)
+        _switch_lines(ax, sweep, annotate=ax is axes[0])  # labelled once, on the top panel
+        ax.set_ylabel(labels[column], fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_title("Collapse diagnostics")
+    axes[len(panels) - 1].set_xlabel("step")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
+    return fig
+
+
 def save_plots(sweep: Sweep, out: Path, early: int, late: int, keys: list[str], per_point: pd.DataFrame) -> list[Path]:
     paths = []
     for name, fig in (("tokens.png", plot_tokens(sweep, keys=keys)), ("loss.png", plot_loss(sweep, keys=keys)),
@@ -142,4 +194,8 @@ def save_plots(sweep: Sweep, out: Path, early: int, late: int, keys: list[str], 
                                                            keys=keys))):
         fig.savefig(Path(out) / name, dpi=110)
         paths.append(Path(out) / name)
+    fig = plot_diagnostics(sweep, keys=keys)
+    if fig is not None:  # no diagnostic column (runs from before issue 6): no diagnostics.png
+        fig.savefig(Path(out) / "diagnostics.png", dpi=110)
+        paths.append(Path(out) / "diagnostics.png")
     return paths

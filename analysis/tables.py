@@ -10,6 +10,8 @@ the PNG plots) into --out (default SWEEP_DIR/analysis):
   collapse     tokens(LATE) / tokens(EARLY) with seed 002's classes, and the token-count status class
   decision     seed 000/002's decision tree over hidden sizes: A scaling fixes it, B no threshold, C mixed
   factorial    LR switch x WD switch: main effects and interaction on final tokens and eval loss
+  diagnostics  issue 6's collapse diagnostics at each point's deepest collapse and final evaluation, with a
+               verdict (rules in `verdict`); left out for sweeps whose metrics.csv has none of those columns
 
 With several seeds per cell every number is the mean over seeds with its 95% t interval [lo, hi]; the CSVs
 carry the mean, <col>_lo and <col>_hi, and n.
@@ -38,6 +40,20 @@ DIVERSE = 100  # seed 000's decision tree: "Does any model stay diverse (>100 to
 # Seed 001 marks "collapse in S1" for the points that fell to a Failed class (<= 10 tokens) before the switch.
 COLLAPSED = 10
 NA = "–"
+
+# Issue 6's collapse diagnostics (bitnet/diagnostics.py) that the diagnostics table shows at each point's deepest
+# collapse and final evaluation: (metrics.csv column, header, number format). unique_tokens is always shown; the
+# others only when some point of the sweep has a value for them.
+DIAGNOSTICS = [("unique_tokens", "tokens", "tokens"), ("loss_gap", "loss gap", "drop"),
+               ("hidden_cosine", "hidden cos", "cos"), ("effective_tokens", "eff. tokens", "eff"),
+               ("flip_rate", "flip rate", "rate"), ("zero_frac", "zero frac", "cos"),
+               ("greedy_repeat3", "greedy rep3", "ratio")]
+# The verdict's thresholds (see `verdict`).
+UNIGRAM_GAP = 0.1     # nats: |eval loss - unigram entropy| below this is "at the unigram loss"
+FEW_TOKENS = 30       # seed 002's collapse classes (complete, severe, partial collapse) end at 30 tokens
+COSINE_HIGH = 0.9     # mean cosine of final hidden states across positions
+CHURN_FACTOR = 2.0    # flip rate above this many times the point's own median flip rate
+REPEAT_HIGH = 0.5     # share of greedy trigrams already seen earlier in the same continuation
 
 
 # ---- classes ------------------------------------------------------------------------------------------------
@@ -78,6 +94,12 @@ def fmt_value(value, kind: str = "g") -> str:
         return f"{value:+.2f}".replace("+", "+" if value > 0 else "")
     if kind == "effect":
         return f"{value:+.3f}"
+    if kind == "cos":
+        return f"{value:.3f}"
+    if kind == "eff":
+        return f"{value:.1f}"
+    if kind == "rate":
+        return f"{value:.3g}"
     if kind == "pct":
         return f"{value:.1f}%"
     if kind == "factor":
@@ -225,6 +247,85 @@ def per_transition(sweep: Sweep, curves: dict, keys: list[str]) -> pd.DataFrame:
             row["recovery"] = row["tokens_after"] / row["tokens_before"] if row["tokens_before"] else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def present_diagnostics(frame: pd.DataFrame) -> list[str]:
+    """The issue-6 diagnostic columns that hold a value somewhere in the sweep (none for older runs)."""
+    return [c for c, _, _ in DIAGNOSTICS[1:] if c in frame and pd.to_numeric(frame[c], errors="coerce").notna().any()]
+
+
+def _ok(value) -> bool:
+    return value is not None and not pd.isna(value)
+
+
+def verdict(values: dict, flip_median: float | None = None) -> list[str]:
+    """What one evaluation row's diagnostics say, as short tags; a rule whose inputs are empty is skipped.
+
+      unigram phase            |loss_gap| < UNIGRAM_GAP (0.1 nats) and unique tokens <= FEW_TOKENS (30): the eval
+                               loss is the unigram entropy, the loss of predicting token frequencies and no more
+      representation collapse  hidden_cosine > COSINE_HIGH (0.9): the final hidden states of different positions
+                               point the same way
+      weights churning         flip_rate > CHURN_FACTOR (2) x flip_median, the point's median flip rate over its
+                               evaluations (needs 3 or more evaluations with a flip rate to ever fire)
+      greedy output loops      greedy_repeat3 >= REPEAT_HIGH (0.5): half the greedy trigrams are repeats
+
+    With none of them: "few tokens, no diagnostic signal" at <= 30 unique tokens (the diagnostics do not explain
+    this collapse), else "no collapse signal"; no unique-token count at all gives []. The tags say what the
+    numbers show at that row, not why."""
+    tokens = values.get("unique_tokens")
+    if not _ok(tokens):
+        return []
+    tags = []
+    gap, cosine = values.get("loss_gap"), values.get("hidden_cosine")
+    flip, repeat = values.get("flip_rate"), values.get("greedy_repeat3")
+    if _ok(gap) and abs(gap) < UNIGRAM_GAP and tokens <= FEW_TOKENS:
+        tags.append("unigram phase")
+    if _ok(cosine) and cosine > COSINE_HIGH:
+        tags.append("representation collapse")
+    if _ok(flip) and _ok(flip_median) and flip > CHURN_FACTOR * flip_median:
+        tags.append("weights churning")
+    if _ok(repeat) and repeat >= REPEAT_HIGH:
+        tags.append("greedy output loops")
+    if not tags:
+        tags.append("few tokens, no diagnostic signal" if tokens <= FEW_TOKENS else "no collapse signal")
+    return tags
+
+
+def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """One row per point: the diagnostic `columns` (and unique tokens) at its deepest collapse (the evaluation
+    with the fewest unique tokens, ties -> the earliest) and at its final evaluation (finished points only, as in
+    the other tables), with the verdict tags of each."""
+    columns = ["unique_tokens"] + [c for c in columns if c != "unique_tokens"]
+    rows = []
+    for _, point in sweep.points.iterrows():
+        curve = curves[(point["sweep"], point["point"])]
+        evaluated = curve[curve["unique_tokens"].notna()] if "unique_tokens" in curve else curve.iloc[:0]
+        flips = pd.to_numeric(curve["flip_rate"], errors="coerce").dropna() if "flip_rate" in curve else []
+        median = float(flips.median()) if len(flips) else float("nan")
+        row = {**{k: point[k] for k in keys}, "seed": point.get("seed"), "point": point["point"],
+               "status": point["status"], "unigram_entropy": point.get("unigram_entropy"), "flip_median": median}
+        finished = point["status"] in FINISHED and len(evaluated)
+        steps = {"deepest": evaluated["unique_tokens"].idxmin() if len(evaluated) else None,  # first minimum
+                 "final": evaluated.index[-1] if finished else None}
+        for at, step in steps.items():
+            row[f"step@{at}"] = step if step is not None else float("nan")
+            values = {c: _at(curve, step, c) if c in curve else float("nan") for c in columns}
+            for column, value in values.items():
+                row[f"{column}@{at}"] = pd.to_numeric(value, errors="coerce")
+            row[f"verdict@{at}"] = "; ".join(verdict(values, median)) or NA
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _verdicts(block: pd.Series) -> str:
+    """Seeds' verdicts of one cell: the tags as they are for one seed, `tag (k/n seeds)` for several."""
+    lists = [v.split("; ") for v in block if v and v != NA]
+    if not lists:
+        return NA
+    if len(lists) == 1:
+        return "; ".join(lists[0])
+    tags = list(dict.fromkeys(t for tags in lists for t in tags))
+    return "; ".join(f"{t} ({sum(t in tags for tags in lists)}/{len(lists)} seeds)" for t in tags)
 
 
 def _statuses(block: pd.Series) -> str:
@@ -449,6 +550,29 @@ def factorial_table(sweep: Sweep, pp: pd.DataFrame, keys: list[str]) -> tuple[pd
     return md, table
 
 
+def diagnostics_table(dp: pd.DataFrame, keys: list[str], columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per cell, at the deepest collapse and at the final evaluation: the step, unique tokens and the present
+    diagnostic columns (mean [95% interval] over seeds), and the verdict (`verdict`, per seed)."""
+    if not columns:
+        return pd.DataFrame(), pd.DataFrame()
+    shown = [(c, h, k) for c, h, k in DIAGNOSTICS if c == "unique_tokens" or c in columns]
+    numbers = [f"{c}@{at}" for at in ("deepest", "final") for c in ["step"] + [c for c, _, _ in shown]]
+    table = _cells(dp, keys, numbers + ["unigram_entropy"])
+    for at in ("deepest", "final"):
+        table[f"verdict@{at}"] = (dp.groupby(keys, dropna=False, sort=False)[f"verdict@{at}"].agg(_verdicts)
+                                  if keys else pd.Series([_verdicts(dp[f"verdict@{at}"])])).to_numpy()
+    md = _keys_display(table, keys)
+    for at, name in (("deepest", "deepest"), ("final", "final")):
+        md[f"{name} step"] = [fmt_cell(r, f"step@{at}", "tokens") for _, r in table.iterrows()]
+        for column, header, kind in shown:
+            md[f"{header} @{name}"] = [fmt_cell(r, f"{column}@{at}", kind) for _, r in table.iterrows()]
+        md[f"verdict @{name}"] = table[f"verdict@{at}"]
+    md["status"] = table.status
+    if (table.n > 1).any():
+        md["seeds"] = table.n
+    return md, table
+
+
 # ---- the command --------------------------------------------------------------------------------------------
 TITLES = {
     "points": "Grid points",
@@ -458,12 +582,15 @@ TITLES = {
     "collapse": "Collapse ratio",
     "decision": "Decision tree (seeds 000/002)",
     "factorial": "LR switch x WD switch (factorial)",
+    "diagnostics": "Collapse diagnostics at the deepest collapse and the final evaluation",
 }
 EMPTY = {
     "transition": "no point has an LR or WD switch (lr=two_stage or wd=two_stage)",
     "decision": "needs a sweep over hidden",
     "factorial": "needs the LR x WD factorial: lr=linear,two_stage wd=constant,two_stage (completed points "
                  "in all four cells)",
+    "diagnostics": "no collapse-diagnostic column (loss_gap, hidden_cosine, flip_rate...) in these metrics.csv "
+                   "files",
 }
 
 
@@ -480,6 +607,8 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
         early, late = nearest_step(evaluated, 0.1 * total), nearest_step(evaluated, 0.4 * total)
     pp = per_point(sweep, curves, steps, early, late, keys)
     tr = per_transition(sweep, curves, keys)
+    diagnostics = present_diagnostics(sweep.frame)
+    dp = per_point_diagnostics(sweep, curves, keys, diagnostics)
     tables = {
         "points": points_table(sweep),
         "results": results_table(pp, keys, steps),
@@ -488,8 +617,10 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
         "collapse": collapse_table(pp, keys, early, late),
         "decision": decision_table(pp, keys, late),
         "factorial": factorial_table(sweep, pp, keys),
+        "diagnostics": diagnostics_table(dp, keys, diagnostics),
     }
-    return tables, {"steps": steps, "early": early, "late": late, "keys": keys, "per_point": pp}
+    return tables, {"steps": steps, "early": early, "late": late, "keys": keys, "per_point": pp,
+                    "diagnostics": diagnostics, "per_point_diagnostics": dp}
 
 
 def render(sweep: Sweep, tables: dict, params: dict) -> str:
@@ -508,6 +639,12 @@ def render(sweep: Sweep, tables: dict, params: dict) -> str:
         if name == "factorial" and len(md):
             text += ("Effects on the cell means of completed points, 95% t intervals (pooled within-cell "
                      "variance); interaction = difference of differences.\n\n")
+        if name == "diagnostics" and len(md):
+            text += (f"Deepest collapse = the evaluation with the fewest unique tokens (ties: the earliest). Verdict: "
+                     f"unigram phase = |loss gap| < {UNIGRAM_GAP} nats and <= {FEW_TOKENS} tokens; representation "
+                     f"collapse = hidden cos > {COSINE_HIGH}; weights churning = flip rate > {CHURN_FACTOR:g}x the "
+                     f"point's median; greedy output loops = greedy rep3 >= {REPEAT_HIGH}. Empty cells: not measured "
+                     f"at that row.\n\n")
         text += (to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name, 'no rows')}.") + "\n"
     return text
 

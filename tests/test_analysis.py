@@ -1,5 +1,6 @@
 """The analysis package: a tiny real sweep through the loader, the tables command, the plots and the notebook;
-a partial sweep; the seed-001 fixture sweep against the seeds' own transition and recovery figures."""
+a partial sweep; the seed-001 fixture sweep against the seeds' own transition and recovery figures; the collapse
+diagnostics table and plot (issue 6) against the real sweep's CSVs, and their absence on the seed-001 fixture."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import yaml
 
 from analysis import NotASweep, load_sweeps
 from analysis.stats import factorial_effects, mean_ci, t975
-from analysis.tables import build_tables, decide, ratio_class, token_class
+from analysis.plots import diagnostic_panels, plot_diagnostics, save_plots
+from analysis.tables import build_tables, decide, ratio_class, render, token_class, verdict
 from conftest import REPO_ROOT, TINY, run_cli
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "seed001_sweep"
@@ -44,10 +46,12 @@ def point_dir(sweep_dir: Path, hidden: int) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory) -> Path:
-    """Two real points (hidden 32 and 48), 20 steps, WD switching 0.1 -> 0.0 at the midpoint (step 10)."""
+    """Two real points (hidden 32 and 48), 20 steps, WD switching 0.1 -> 0.0 at the midpoint (step 10);
+    generations at every 2nd evaluation (steps 0 and 20), so the generation columns are empty at step 10."""
     sweep_dir = tmp_path_factory.mktemp("analysis") / "sweep"
     tiny = [o for o in TINY if not o.startswith("hidden=")]
-    run_cli("-m", "hidden=32,48", "wd=two_stage", *tiny, f"hydra.sweep.dir={sweep_dir}")
+    run_cli("-m", "hidden=32,48", "wd=two_stage", *tiny, "eval.generate.every=2", "eval.generate.new_tokens=8",
+            f"hydra.sweep.dir={sweep_dir}")
     return sweep_dir
 
 
@@ -127,8 +131,10 @@ def test_tables_match_the_csvs(tiny_sweep, tmp_path):
     decision = pd.read_csv(out / "decision.csv")
     assert len(decision) == 1 and decision.outcome[0] in "ABC"
     assert "Not applicable" in (out / "factorial.md").read_text()
-    for name in ("tokens.png", "loss.png", "collapse_ratio.png"):
+    for name in ("tokens.png", "loss.png", "collapse_ratio.png", "diagnostics.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    diagnostics = pd.read_csv(out / "diagnostics.csv")
+    assert list(diagnostics.hidden) == [32, 48] and "## Collapse diagnostics" in result.stdout
 
 
 def test_partial_sweep_reports_missing_and_failed(tiny_sweep, tmp_path):
@@ -213,6 +219,19 @@ def test_default_steps_and_collapse_steps_on_the_fixture():
     assert {5000, 6000, 10000} <= set(params["steps"])  # either side of the switch, and the last step
     header = tables["results"][0].columns.tolist()
     assert header.index("Stage 2→") == header.index("step 5k") + 1
+
+
+def test_seed001_fixture_has_no_diagnostics(tmp_path):
+    """Runs from before issue 6: no diagnostics table (a one-line note) and no diagnostics.png; the rest works."""
+    sweep = load_sweeps(FIXTURE)
+    tables, params = build_tables(sweep)
+    assert params["diagnostics"] == [] and tables["diagnostics"][0].empty
+    assert diagnostic_panels(sweep) == [] and plot_diagnostics(sweep) is None
+    written = save_plots(sweep, tmp_path, params["early"], params["late"], params["keys"], params["per_point"])
+    assert sorted(p.name for p in written) == ["collapse_ratio.png", "loss.png", "tokens.png"]
+    assert not (tmp_path / "diagnostics.png").exists()
+    section = render(sweep, tables, params).split("\n## Collapse diagnostics", 1)[1].strip().splitlines()
+    assert len(section) == 3 and section[2].startswith("Not applicable: no collapse-diagnostic column")
 
 
 # ---- classes and statistics ---------------------------------------------------------------------------------------
@@ -300,5 +319,120 @@ def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, monkeypatch):
                             resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the three plots, then diagnostics
+    assert any("hidden cos @deepest" in o.get("text", "") for o in outputs)
     assert any("hidden=48" in str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+
+
+# ---- collapse diagnostics (issue 6) ---------------------------------------------------------------------------
+DIAG = ["unique_tokens", "loss_gap", "hidden_cosine", "effective_tokens", "flip_rate", "zero_frac", "greedy_repeat3"]
+
+
+def same(a, b) -> bool:
+    return (pd.isna(a) and pd.isna(b)) or a == b
+
+
+def check_diagnostics_rows(sweep_dir: Path, table: pd.DataFrame, expect_deepest: dict | None = None) -> None:
+    """Every row of the diagnostics table against its point's metrics.csv, the step chosen independently."""
+    assert list(table.hidden) == [32, 48] and set(table.n) == {1}
+    for _, row in table.iterrows():
+        csv = pd.read_csv(point_dir(sweep_dir, row.hidden) / "metrics.csv").set_index("step")
+        deepest = csv.index[csv.unique_tokens == csv.unique_tokens.min()].min()  # fewest tokens, earliest
+        if expect_deepest and row.hidden in expect_deepest:
+            assert deepest == expect_deepest[row.hidden]
+        median = csv.flip_rate.median()
+        for at, step in (("deepest", deepest), ("final", csv.index.max())):
+            assert row[f"step@{at}"] == step
+            for column in DIAG:
+                assert same(row[f"{column}@{at}"], csv.at[step, column]), (row.hidden, at, column)
+            values = {c: csv.at[step, c] for c in DIAG}
+            assert row[f"verdict@{at}"] == "; ".join(verdict(values, median))
+
+
+def test_diagnostics_table_matches_the_csvs(tiny_sweep, tmp_path):
+    sweep = load_sweeps(tiny_sweep)
+    assert set(sweep.points.unigram_entropy) == {json.loads((point_dir(tiny_sweep, 32) / "run.json").read_text())[
+        "unigram_entropy"]}
+    tables, params = build_tables(sweep)
+    assert params["diagnostics"] == ["loss_gap", "hidden_cosine", "effective_tokens", "flip_rate", "zero_frac",
+                                     "greedy_repeat3"]
+    md, table = tables["diagnostics"]
+    check_diagnostics_rows(tiny_sweep, table)
+    csv = pd.read_csv(point_dir(tiny_sweep, 32) / "metrics.csv").set_index("step")
+    assert csv.greedy_repeat3.isna().tolist() == [False, True, False]  # generation rows only: steps 0 and 20
+    assert csv.flip_rate.isna().tolist() == [True, False, False]       # nothing to compare with at step 0
+    assert csv.loss_gap.to_numpy() == pytest.approx(csv.eval_loss.to_numpy() - sweep.points.unigram_entropy[0],
+                                                    abs=1e-4)
+    shown = ("tokens", "loss gap", "hidden cos", "eff. tokens", "flip rate", "zero frac", "greedy rep3", "verdict")
+    assert md.columns.tolist() == ["hidden"] + [c for at in ("deepest", "final")
+                                                for c in [f"{at} step"] + [f"{h} @{at}" for h in shown]] + ["status"]
+    first = table.iloc[0]
+    assert md["hidden cos @final"][0] == f"{first['hidden_cosine@final']:.3f}"
+    assert md["tokens @final"][0] == f"{first['unique_tokens@final']:.0f}"
+
+    # Edit hidden=32's token counts to a tie (3 at steps 10 and 20): the deepest collapse is the earliest, step
+    # 10, where the generation columns are empty; the final row stays step 20.
+    copy = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep, copy)
+    path = point_dir(copy, 32) / "metrics.csv"
+    edited = pd.read_csv(path)
+    edited["unique_tokens"] = [40, 3, 3]
+    edited.to_csv(path, index=False)
+    md, table = build_tables(load_sweeps(copy))[0]["diagnostics"]
+    check_diagnostics_rows(copy, table, expect_deepest={32: 10})
+    assert md["deepest step"][0] == "10" and md["greedy rep3 @deepest"][0] == "–"
+    assert md["greedy rep3 @final"][0] != "–"
+
+
+def test_verdict_rules():
+    few = {"unique_tokens": 4}
+    assert verdict({**few, "loss_gap": 0.05}) == ["unigram phase"]
+    assert verdict({**few, "loss_gap": -0.09}) == ["unigram phase"]
+    assert verdict({**few, "loss_gap": 0.1}) == ["few tokens, no diagnostic signal"]    # 0.1 is not < 0.1
+    assert verdict({"unique_tokens": 31, "loss_gap": 0.0}) == ["no collapse signal"]    # not few tokens
+    assert verdict({**few, "hidden_cosine": 0.95}) == ["representation collapse"]
+    assert verdict({**few, "hidden_cosine": 0.9}) == ["few tokens, no diagnostic signal"]
+    assert verdict({**few, "flip_rate": 0.021}, flip_median=0.01) == ["weights churning"]
+    assert verdict({**few, "flip_rate": 0.02}, flip_median=0.01) == ["few tokens, no diagnostic signal"]
+    assert verdict({**few, "flip_rate": 0.5}) == ["few tokens, no diagnostic signal"]   # no median: no claim
+    assert verdict({**few, "greedy_repeat3": 0.5}) == ["greedy output loops"]
+    assert verdict({"unique_tokens": 2, "loss_gap": 0.02, "hidden_cosine": 0.99, "flip_rate": 0.3,
+                    "greedy_repeat3": 0.9}, flip_median=0.1) == [
+        "unigram phase", "representation collapse", "weights churning", "greedy output loops"]
+    assert verdict({**few, "loss_gap": float("nan"), "hidden_cosine": float("nan")}) == [
+        "few tokens, no diagnostic signal"]
+    assert verdict({"unique_tokens": float("nan"), "hidden_cosine": 0.99}) == []
+
+
+def test_diagnostics_over_seeds_and_without_flip_rate(tmp_path):
+    """hidden=32 x seed=0,1 typed with quant=none-like rows (flip_rate empty): means with 95% intervals, the
+    verdict counted per seed, and no flip-rate column or panel."""
+    sweep_dir = tmp_path / "seeds"
+    sweep_dir.mkdir()
+    (sweep_dir / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": ["seed=0,1"]}}}))
+    cosine = {0: [0.2, 0.95, 0.5], 1: [0.2, 0.5, 0.85]}  # seed 0 collapses its representations at step 50
+    for seed in (0, 1):
+        config = {"hidden": 32, "seed": seed, "lr": {"name": "linear", "peak": 1e-3},
+                  "wd": {"name": "constant", "value": 0.1}}
+        rows = [{"step": s, "loss": 5.0, "unique_tokens": t, "eval_loss": 5.0, "loss_gap": g, "hidden_cosine": c,
+                 "effective_tokens": 3.0, "zero_frac": 0.3, "flip_rate": ""}
+                for s, t, g, c in zip((0, 50, 100), (100, 2 + seed, 20), (1.0, 0.05 + seed, 0.5), cosine[seed])]
+        write_point(sweep_dir, f"seed={seed}", [f"seed={seed}"], config, rows)
+    sweep = load_sweeps(sweep_dir)
+    assert diagnostic_panels(sweep) == ["hidden_cosine", "loss_gap"]
+    tables, params = build_tables(sweep)
+    assert "flip_rate" not in params["diagnostics"]
+    md, table = tables["diagnostics"]
+    assert len(table) == 1 and table.n[0] == 2 and "flip rate @deepest" not in md
+    row = table.iloc[0]
+    assert row["step@deepest"] == 50 and row["unique_tokens@deepest"] == 2.5
+    assert row["hidden_cosine@deepest"] == pytest.approx(0.725)
+    half = 12.706 * 0.225 * 2**0.5 / 2**0.5  # t(1) * sd / sqrt(2), sd of (0.95, 0.5) = 0.45 / sqrt(2)
+    assert (row["hidden_cosine@deepest_lo"], row["hidden_cosine@deepest_hi"]) == pytest.approx(
+        (0.725 - half, 0.725 + half))
+    assert row["verdict@deepest"] == "unigram phase (1/2 seeds); representation collapse (1/2 seeds); " \
+                                     "few tokens, no diagnostic signal (1/2 seeds)"
+    assert row["verdict@final"] == "few tokens, no diagnostic signal (2/2 seeds)"
+    assert md["hidden cos @deepest"][0] == f"0.725 [{0.725 - half:.3f}, {0.725 + half:.3f}]"
+    fig = plot_diagnostics(sweep)
+    assert [ax.get_ylabel().split()[0] for ax in fig.axes] == ["hidden", "loss"]
