@@ -1,0 +1,198 @@
+"""Validation before any training: a table of bad inputs, each with the key, the bad value and what is allowed in
+a one-line message; the CLI's exit code 2 and one-line stderr; a `-m` sweep with one bad point trains nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from bitnet.sweeper import _is_remote
+from bitnet.validate import ConfigError, validate
+from tests.conftest import CONF_DIR, TINY, run_cli
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tokenizer_cached(private_tokenizer_cache):
+    """The data checks load the tiny runs' corpus through the (test-private) tokenizer cache."""
+    from bitnet.data import load_corpus
+
+    load_corpus("kjv", None, 512, 0.05, log=lambda *_: None)
+
+
+def tiny(*changes: str) -> list[str]:
+    keys = {c.lstrip("+").split("=", 1)[0] for c in changes}
+    return [o for o in TINY if o.split("=", 1)[0] not in keys] + list(changes)
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=tiny(*overrides))
+
+
+def error_of(*overrides: str, **kwargs) -> str:
+    with pytest.raises(ConfigError) as caught:
+        validate(composed(*overrides), **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+# (overrides, what the one-line message must contain: the key=value, then what is allowed). TINY runs 20 steps,
+# evaluates every 10, hidden=32 with 2 heads, seq_len 32, vocab 512.
+BAD = [
+    (["hidden=0"], ["hidden=0:", "positive integer"]),
+    (["hidden=-64"], ["hidden=-64:", "positive integer"]),
+    (["hidden=64.5"], ["hidden=64.5:", "positive integer"]),
+    (["model.layers=0"], ["model.layers=0:", "positive integer"]),
+    (["model.n_heads=0"], ["model.n_heads=0:", "positive integer"]),
+    (["data.vocab_size=0"], ["data.vocab_size=0:", "integer >= 256"]),
+    (["data.seq_len=0"], ["data.seq_len=0:", "positive integer"]),
+    (["train.steps=0"], ["train.steps=0:", "positive integer"]),
+    (["train.batch_size=-1"], ["train.batch_size=-1:", "positive integer"]),
+    (["eval.every=0"], ["eval.every=0:", "positive integer"]),
+    (["eval.positions=0"], ["eval.positions=0:", "positive integer"]),
+    (["eval.batch_size=0"], ["eval.batch_size=0:", "positive integer"]),
+    (["model.ffn_dim=0"], ["model.ffn_dim=0:", "positive integer", "or null"]),
+    (["model.n_heads=3"], ["model.n_heads=3:", "hidden=32 is not divisible", "allowed for hidden=32: 1, 2, 4, 8, 16"]),
+    (["hidden=6", "model.n_heads=2"], ["model.n_heads=2:", "odd", "allowed for hidden=6: 1, 3"]),
+    (["lr=two_stage", "lr.switch_step=20"], ["lr.switch_step=20:", "outside the run", "allowed 1..19"]),
+    (["lr=two_stage", "lr.switch_step=0"], ["lr.switch_step=0:", "1..19"]),
+    (["wd=two_stage", "wd.switch_step=25"], ["wd.switch_step=25:", "allowed 1..19"]),
+    (["lr=two_stage", "train.steps=1", "lr.warmup=0", "eval.every=1", "train.checkpoint_every=1"],
+     ["lr.switch_step=null:", "train.steps >= 2"]),
+    (["eval.positions=1000000"], ["eval.positions=1000000:", "held-out split", "room for 1..", "data.seq_len=32"]),
+    (["data=text"], ["data.path=null:", "data=text needs data.path="]),
+    (["data=text", "data.path=/no/such/corpus.txt"], ["data.path=/no/such/corpus.txt:", "no such file",
+                                                      "text file or a folder"]),
+    (["model.quant=tenary"], ["model.quant=tenary:", "expected one of ternary, weights_only, none"]),
+    (["model.norm=prenorm"], ["model.norm=prenorm:", "expected one of faq, subln"]),
+    (["model.ffn=gelu"], ["model.ffn=gelu:", "expected one of swiglu, relu2"]),
+    (["lr.name=step"], ["lr.name=step:", "expected one of constant, linear, cosine, two_stage"]),
+    (["wd.name=linear"], ["wd.name=linear:", "expected one of constant, two_stage, cosine"]),
+    (["device=tpu"], ["device=tpu:", "expected auto, cpu, cuda or cuda:N"]),
+    (["precision=fp16"], ["precision=fp16:", "expected one of auto, bf16, fp32"]),
+    (["lr.warmup=21"], ["lr.warmup=21:", "longer than the run", "allowed 0..20"]),
+    (["lr=two_stage", "train.stage1_only=true", "lr.warmup=15"], ["lr.warmup=15:", "allowed 0..10", "stage1_only"]),
+    (["lr.warmup=-1"], ["lr.warmup=-1:", "integer >= 0"]),
+    (["lr.peak=-0.001"], ["lr.peak=-0.001:", "positive number"]),
+    (["lr.peak=0"], ["lr.peak=0:", "positive number"]),
+    (["lr=two_stage", "lr.stage2_peak=-1e-3"], ["lr.stage2_peak=-0.001:", "positive number"]),
+    (["lr.final_ratio=2"], ["lr.final_ratio=2:", "[0, 1]"]),
+    (["wd.value=-0.1"], ["wd.value=-0.1:", ">= 0"]),
+    (["wd=two_stage", "wd.stage2_value=-0.05"], ["wd.stage2_value=-0.05:", ">= 0"]),
+    (["train.label_smoothing=1.0"], ["train.label_smoothing=1.0:", "[0, 1)"]),
+    (["train.label_smoothing=-0.1"], ["train.label_smoothing=-0.1:", "[0, 1)"]),
+    (["train.grad_clip=0"], ["train.grad_clip=0:", "positive number", "null for no clipping"]),
+    (["train.grad_clip=-1.0"], ["train.grad_clip=-1.0:", "positive number"]),
+    (["train.checkpoint_every=15"], ["train.checkpoint_every=15:", "multiple of eval.every=10"]),
+    (["train.checkpoint_every=-10"], ["train.checkpoint_every=-10:", ">= 0"]),
+    (["data.val_fraction=0"], ["data.val_fraction=0:", "(0, 0.5]"]),
+    (["data.val_fraction=0.6"], ["data.val_fraction=0.6:", "(0, 0.5]"]),
+    (["train.stage1_only=true"], ["train.stage1_only=true:", "needs lr=two_stage or wd=two_stage"]),
+    (["optim.betas=[0.9,1.5]"], ["optim.betas=[0.9, 1.5]:", "two numbers in [0, 1)"]),
+    (["optim.eps=0"], ["optim.eps=0:", "positive number"]),
+    (["threads=0"], ["threads=0:", "positive integer", "or null"]),
+    (["progress=maybe"], ["progress=maybe:", "true or false"]),
+    (["seed=-1"], ["seed=-1:", "integer >= 0"]),
+    (["model.norm_eps=0"], ["model.norm_eps=0:", "positive number"]),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_is_rejected_with_one_line(overrides, expected):
+    message = error_of(*overrides)
+    assert message.startswith(expected[0]), message  # names the key and the bad value first
+    for fragment in expected[1:]:
+        assert fragment in message, message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_rejected_unless_the_device_check_is_off():
+    message = error_of("device=cuda")
+    assert message.startswith("device=cuda:") and "CUDA is not available" in message
+    validate(composed("device=cuda"), device=False)  # the sweeper's mode for SLURM: jobs run on GPU nodes
+
+
+def test_empty_text_folder_is_rejected(tmp_path):
+    (tmp_path / "notes.bin").write_bytes(b"\0")
+    message = error_of("data=text", f"data.path={tmp_path}")
+    assert message.startswith(f"data.path={tmp_path}") and ".txt" in message
+
+
+def test_tiny_corpus_without_room_for_a_held_out_split(tmp_path):
+    (tmp_path / "tiny.txt").write_text("in the beginning\n" * 20)
+    message = error_of("data=text", f"data.path={tmp_path / 'tiny.txt'}", "data.vocab_size=300")
+    assert message.startswith("data.val_fraction=0.05: the held-out split has only"), message
+    assert "too few for one window of data.seq_len=32" in message
+
+
+def test_good_configs_pass():
+    validate(composed())
+    validate(composed("lr=two_stage", "wd=two_stage", "lr.switch_step=5", "wd.switch_step=15"))
+    validate(composed("lr=two_stage", "train.stage1_only=true", "train.steps=40", "lr.warmup=5"))
+    validate(composed("train.checkpoint_every=0", "train.grad_clip=1.0", "train.label_smoothing=0.1"))
+    validate(composed("model=bitnet_2b4t", "model.quant=none", "wd=cosine", "lr=cosine"))
+
+
+def test_the_sweeper_skips_the_device_check_for_slurm_only():
+    assert _is_remote("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+    assert not _is_remote("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher")
+    assert not _is_remote("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+    assert not _is_remote("hydra._internal.core_plugins.basic_launcher.BasicLauncher")
+
+
+# ---- the command line -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides, start", [
+    (["model.n_heads=3"], "error: model.n_heads=3: hidden=32 is not divisible by it"),
+    pytest.param(["data=text"], "error: data.path=null: data=text needs data.path=", marks=pytest.mark.slow),
+    pytest.param(["eval.positions=1000000"], "error: eval.positions=1000000: larger than the held-out split",
+                 marks=pytest.mark.slow),
+])
+def test_cli_exits_2_with_one_line_and_trains_nothing(tmp_path, overrides, start):
+    result = run_cli(*tiny(*overrides), f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert not (tmp_path / "run" / "metrics.csv").exists() and not (tmp_path / "run" / "run.json").exists()
+
+
+@pytest.mark.parametrize("override, fragments", [
+    ("train.stpes=10", ["Could not override 'train.stpes'", "not in struct"]),
+    pytest.param("model=nope", ["Could not find 'model/nope'", "Available options in 'model'", "bitnet_2b4t"],
+                 marks=pytest.mark.slow),
+])
+def test_hydra_rejects_unknown_keys_and_options_understandably(tmp_path, override, fragments):
+    result = run_cli(*TINY, override, f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode != 0
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("launcher", [
+    pytest.param([], id="basic"),
+    pytest.param(["hydra/launcher=joblib"], id="joblib", marks=pytest.mark.slow),
+    pytest.param(["hydra/launcher=submitit_local"], id="submitit_local", marks=pytest.mark.slow),
+])
+def test_a_sweep_with_one_bad_point_trains_nothing(tmp_path, launcher):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("-m", *tiny("model.n_heads=2,3"), *launcher, f"hydra.sweep.dir={sweep_dir}", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: grid point 2 of 2 (model.n_heads=3) is invalid, nothing was launched: "
+                               "model.n_heads=3: hidden=32 is not divisible by it")
+    assert not sweep_dir.exists()  # not even the sweep folder: nothing launched, trained or written
+
+
+@pytest.mark.slow
+def test_config_grids_are_validated_too(tmp_path):
+    """Grids from hydra.sweeper.params (the presets') expand before validation like command-line grids."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("-m", "+sweep=scaling", "scale=smoke", "model.n_heads=3", f"hydra.sweep.dir={sweep_dir}",
+                     check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all("model.n_heads=3: hidden=" in line for line in lines), result.stderr
+    assert lines[0].startswith("error: grid point 1 of 2 (hidden=32)")
+    assert not sweep_dir.exists()
