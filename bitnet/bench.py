@@ -37,6 +37,7 @@ class Result:
     hidden: int
     mode: str
     step_s: float          # median seconds per training step
+    cpu_s: float           # median process CPU seconds per step (all threads): robust to other load on CPU
     spread: tuple[float, float]  # 25th and 75th percentiles of the step time (noise on a shared machine)
     tokens_per_s: float
     flops_per_token: float
@@ -95,13 +96,14 @@ def make_run(cfg, device: torch.device, vocab: int, seed: int):
     return run
 
 
-def timed_step(run) -> float:
+def timed_step(run) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds (all threads) of one training step."""
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     loss = run._train_step()
     sync()
-    elapsed = time.perf_counter() - start
+    elapsed = (time.perf_counter() - start, time.process_time() - start_cpu)
     if not torch.isfinite(loss):
         raise RuntimeError(f"non-finite loss at benchmark step {run.step} (quant={run.cfg.model.quant})")
     run.step += 1
@@ -113,11 +115,13 @@ def bench_hidden(args, hidden: int, device: torch.device) -> list[Result]:
     for _ in range(args.warmup):
         for mode in MODES:
             timed_step(runs[mode])
-    times = {mode: [] for mode in MODES}
+    times, cpu_times = {mode: [] for mode in MODES}, {mode: [] for mode in MODES}
     for i in range(args.steps):
         order = MODES if i % 2 == 0 else MODES[::-1]  # ABBA: neither mode always runs first
         for mode in order:
-            times[mode].append(timed_step(runs[mode]))
+            wall, cpu = timed_step(runs[mode])
+            times[mode].append(wall)
+            cpu_times[mode].append(cpu)
     tokens_per_step = args.batch * args.seq
     results = []
     for mode in MODES:
@@ -125,7 +129,7 @@ def bench_hidden(args, hidden: int, device: torch.device) -> list[Result]:
         quartiles = statistics.quantiles(times[mode], n=4) if len(times[mode]) > 1 else [step_s] * 3
         non_embedding = runs[mode].counts["non_embedding"]
         flops_per_token = 6 * non_embedding + 12 * args.layers * hidden * args.seq
-        results.append(Result(hidden, mode, step_s, (quartiles[0], quartiles[2]), tokens_per_step / step_s,
+        results.append(Result(hidden, mode, step_s, statistics.median(cpu_times[mode]), (quartiles[0], quartiles[2]), tokens_per_step / step_s,
                               flops_per_token, non_embedding))
     del runs
     if device.type == "cuda":
@@ -225,6 +229,15 @@ def main(argv=None) -> str:
     print("# step-time quartiles (p25-p75, ms): " + "; ".join(
         f"hidden {r.hidden} {'ternary' if r.mode == 'ternary' else 'dense'} {r.spread[0] * 1e3:.1f}-{r.spread[1] * 1e3:.1f}"
         for r in results))
+    if device.type == "cpu":
+        # Wall time is what a user waits; CPU time (all threads) is what the step costs, and other processes'
+        # load on a shared machine inflates it much less.
+        pairs = {r.hidden: {} for r in results}
+        for r in results:
+            pairs[r.hidden][r.mode] = r
+        print("# process CPU time per step (median, all threads): " + "; ".join(
+            f"hidden {h} ternary {p['ternary'].cpu_s * 1e3:.1f} ms, dense {p['none'].cpu_s * 1e3:.1f} ms, "
+            f"ratio {p['ternary'].cpu_s / p['none'].cpu_s:.3f}" for h, p in pairs.items()))
     return table
 
 

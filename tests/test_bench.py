@@ -21,6 +21,7 @@ def test_bench_prints_ratio_table(capsys):
     out = capsys.readouterr().out
     assert table in out
     assert "device cpu" in out and "torch" in out and "step-time quartiles" in out
+    assert "process CPU time per step" in out
     header, rule, *rows = table_rows(table)
     assert header == ["hidden", "params (non-emb)", "ternary ms/step", "dense ms/step", "ternary/dense step time",
                       "ternary tok/s", "dense tok/s", "ternary/dense tok/s"]  # no MFU columns on CPU
@@ -36,8 +37,8 @@ def test_bench_prints_ratio_table(capsys):
 
 
 def test_mfu_columns_with_a_peak():
-    results = [bench.Result(64, "ternary", 0.5, (0.4, 0.6), 2000.0, 1e6, 100),
-               bench.Result(64, "none", 0.4, (0.3, 0.5), 2500.0, 1e6, 100)]
+    results = [bench.Result(64, "ternary", 0.5, 0.9, (0.4, 0.6), 2000.0, 1e6, 100),
+               bench.Result(64, "none", 0.4, 0.7, (0.3, 0.5), 2500.0, 1e6, 100)]
     header, _, row = table_rows(bench.format_table(results, peak_tflops=1.0))
     assert header[-2:] == ["ternary MFU", "dense MFU"]
     assert row[-2:] == ["0.2%", "0.2%"]  # 1e6 FLOP/token * 2000 tok/s / 1e12 = 0.2%; same for dense
