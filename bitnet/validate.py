@@ -315,6 +315,10 @@ def _check_data(cfg, cache: dict | None) -> None:
         raise ConfigError(f"data.seq_len={seq_len}: the training split has only {train_tokens} tokens; "
                           f"allowed up to {max(train_tokens - 2, 0)}")
     room = max(0, max_eval_positions(range(val_tokens), seq_len))  # the rule of make_eval_set, on a length
+    if room == 0:
+        raise ConfigError(f"data.val_fraction={_show(cfg.data.val_fraction)}: the held-out split has only "
+                          f"{val_tokens} tokens, too few for one window of data.seq_len={seq_len}; allowed: a "
+                          f"larger data.val_fraction (at most 0.5), a smaller data.seq_len or a larger corpus")
     if positions > room:
         raise ConfigError(f"eval.positions={positions}: larger than the held-out split, which has room for "
                           f"1..{room} positions at data.seq_len={seq_len} ({val_tokens} held-out tokens, "
