@@ -207,6 +207,17 @@ def _check_train_and_eval(cfg) -> None:
     every = _positive(cfg, "eval.every", "steps between evaluations")
     _positive(cfg, "eval.positions", "held-out positions scored")
     _positive(cfg, "eval.batch_size")
+    if _get(cfg, "eval.generate", None) is not None:  # sample generations (bitnet.diagnostics)
+        _integer(cfg, "eval.generate.every", 0, "an integer >= 0 (every Nth evaluation row; 0 = off)", default=0)
+        _positive(cfg, "eval.generate.prompts", default=1)
+        _positive(cfg, "eval.generate.new_tokens", default=1)
+        _number(cfg, "eval.generate.temperature", 0, None, "a positive number", low_open=True, default=1.0)
+        _integer(cfg, "eval.generate.seed", 0, "an integer >= 0", default=0)
+        prompt = _positive(cfg, "eval.generate.prompt_tokens", default=1)
+        seq_len = _get(cfg, "data.seq_len")
+        if isinstance(seq_len, int) and 0 < seq_len < prompt:
+            raise ConfigError(f"eval.generate.prompt_tokens={prompt}: longer than the model's context; allowed "
+                              f"1..{seq_len} (data.seq_len={seq_len})")
     checkpoint_every = _integer(cfg, "train.checkpoint_every", 0,
                                 f"an integer >= 0 (0 = no checkpoints) that is a multiple of eval.every={every}",
                                 optional=True, default=0) or 0

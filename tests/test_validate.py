@@ -96,6 +96,9 @@ BAD = [
     (["progress=maybe"], ["progress=maybe:", "true or false"]),
     (["seed=-1"], ["seed=-1:", "integer >= 0"]),
     (["model.norm_eps=0"], ["model.norm_eps=0:", "positive number"]),
+    (["eval.generate.every=-1"], ["eval.generate.every=-1:", "integer >= 0"]),
+    (["eval.generate.temperature=0"], ["eval.generate.temperature=0:", "positive number"]),
+    (["eval.generate.prompt_tokens=64"], ["eval.generate.prompt_tokens=64:", "allowed 1..32"]),
 ]
 
 
