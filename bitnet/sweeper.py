@@ -8,6 +8,9 @@ behaves like the basic sweeper (same grid syntax, `hydra.sweeper.params`, `max_b
 - before launching anything it loads the config of every grid point and runs `bitnet.validate.validate` on
   it; if any point is invalid it prints one line per bad point to stderr (`error: grid point 3 of 8
   (hidden=30 ...): <message>`) and exits 2 with nothing launched, trained or written;
+- each point's folder is named by the keys that vary across the grid (`hidden=256`), not by every fixed
+  override on the command line (`data.seq_len=32,...,hidden=256,...`), so folders stay readable; the same
+  command always gives the same names, which is what resuming a sweep relies on;
 - a failed point (an exception in its job) no longer stops later batches: every batch runs, then the sweep
   reports the failed points and exits non-zero. Each point's results live in its own folder either way.
 
@@ -30,7 +33,7 @@ from typing import Any, List, Sequence
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,25 @@ class ValidatingSweeper(BasicSweeper):
                 key, _, value = override.partition("=")
                 values.setdefault(key, set()).add(value)
         return {key for key, seen in values.items() if len(seen) > 1}
+
+    def name_points_by_varying_keys(self, points: Sequence[Sequence[str]]) -> None:
+        """Exclude the overrides every point shares from the folder names (hydra.job.override_dirname). With
+        nothing varying (a one-point grid) Hydra's naming is kept, so a point never lands in the sweep root."""
+        def bare(key: str) -> str:
+            return key.lstrip("+~")
+
+        varying = {bare(key) for key in self._varying_keys(points)}
+        if not varying:
+            return
+        shared = {bare(o.partition("=")[0]) for point in points for o in point} - varying
+        assert self.config is not None
+        settings = self.config.hydra.job.config.override_dirname
+        exclude = sorted(set(settings.exclude_keys) | shared)
+        with read_write(self.config), open_dict(self.config):
+            settings.exclude_keys = exclude  # what multirun.yaml records (the analysis reads it)
+            # Each job's config is composed again from these overrides, so the setting has to travel as one.
+            self.config.hydra.overrides.hydra.append(
+                f"hydra.job.config.override_dirname.exclude_keys=[{','.join(exclude)}]")
 
     def validate_points(self, points: Sequence[Sequence[str]]) -> None:
         """Compose and validate every point; on any error print one line per bad point and exit 2."""
@@ -89,7 +111,9 @@ class ValidatingSweeper(BasicSweeper):
         self.overrides = self.split_arguments(overrides, self.max_batch_size)
 
         # Every point, before anything is launched or written.
-        self.validate_points([point for batch in self.overrides for point in batch])
+        points = [point for batch in self.overrides for point in batch]
+        self.validate_points(points)
+        self.name_points_by_varying_keys(points)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
