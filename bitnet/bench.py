@@ -137,6 +137,12 @@ def bench_hidden(args, hidden: int, device: torch.device) -> list[Result]:
     return results
 
 
+def milliseconds(seconds: float) -> str:
+    """At least three significant figures, so the ratio column can be checked against the time columns."""
+    ms = seconds * 1e3
+    return f"{ms:.{max(1, 3 - len(str(int(ms))))}f}" if ms < 100 else f"{ms:.0f}"
+
+
 def format_table(results: list[Result], peak_tflops: float | None) -> str:
     """One row per width: both modes side by side, their step-time ratio and throughput ratio (ternary over
     dense), and MFU when a peak is known."""
@@ -150,7 +156,7 @@ def format_table(results: list[Result], peak_tflops: float | None) -> str:
         by_hidden.setdefault(r.hidden, {})[r.mode] = r
     for hidden, pair in by_hidden.items():
         t, d = pair["ternary"], pair["none"]
-        row = [str(hidden), f"{d.params_non_embedding / 1e6:.2f}M", f"{t.step_s * 1e3:.1f}", f"{d.step_s * 1e3:.1f}",
+        row = [str(hidden), f"{d.params_non_embedding / 1e6:.2f}M", milliseconds(t.step_s), milliseconds(d.step_s),
                f"{t.step_s / d.step_s:.3f}", f"{t.tokens_per_s:,.0f}", f"{d.tokens_per_s:,.0f}",
                f"{t.tokens_per_s / d.tokens_per_s:.3f}"]
         if peak_tflops:
