@@ -211,12 +211,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> str:
     args = parse_args(argv)
+    from bitnet.devices import cpu_threads
     from bitnet.train import resolve_device
 
     device = resolve_device(args.device)
     threads = None
     if device.type == "cpu":
-        threads = args.threads or len(os.sched_getaffinity(0))
+        threads = cpu_threads(args.threads)
         torch.set_num_threads(threads)
     peak = args.peak_tflops or detect_peak_tflops(device)
     results = []

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bitnet import __version__
 from bitnet.data import BatchSampler, EvalSet, load_corpus, make_eval_set
+from bitnet.devices import cpu_threads
 from bitnet.diagnostics import (DIAGNOSTIC_COLUMNS, LAYER_COLUMNS, CosineAccumulator, WeightTracker,
                                 generation_prompts, generation_report, unigram_entropy)
 from bitnet.metrics import prediction_diversity
@@ -132,7 +133,7 @@ class Run:
         cfg = self.cfg
         self.device = resolve_device(cfg.device)
         if self.device.type == "cpu":
-            torch.set_num_threads(int(cfg.threads or len(os.sched_getaffinity(0))))
+            torch.set_num_threads(cpu_threads(cfg.threads))
         self.autocast = autocast_for(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
         self.corpus = load_corpus(cfg.data.name, cfg.data.get("path"), int(cfg.data.vocab_size),
@@ -172,7 +173,8 @@ class Run:
             "corpus": {"fingerprint": self.corpus.fingerprint, "train_tokens": len(self.corpus.train_ids),
                        "val_tokens": len(self.corpus.val_ids)},
             "switch_steps": {"lr": self.lr.switch, "wd": self.wd.switch},
-            "device": str(self.device), "elapsed_s": round(self.elapsed, 2), "config_fingerprint": self.fingerprint,
+            "device": str(self.device), "cpu_threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+            "elapsed_s": round(self.elapsed, 2), "config_fingerprint": self.fingerprint,
             "versions": {"bitnet": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "metrics_csv": METRICS_FILE, "config": OmegaConf.to_container(self.cfg, resolve=True), **extra}
         write_record(self.out_dir, record)

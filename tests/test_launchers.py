@@ -4,6 +4,7 @@ conf/hydra/launcher/, and the per-job device assignment of bitnet.devices."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -48,9 +49,13 @@ def test_submitit_local_sweep(tmp_path):
 def test_joblib_sweep(tmp_path):
     """Through joblib, via our local_parallel preset (which composes the plugin's joblib config)."""
     sweep = tmp_path / "sweep"
+    tiny_default_threads = [o for o in TINY if not o.startswith("threads=")] + ["threads=null"]
     run_cli("-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}",
-            "seed=0,1", *TINY)
+            "seed=0,1", *tiny_default_threads)
     check_two_points(sweep)
+    cores = len(os.sched_getaffinity(0))
+    for point in point_dirs(sweep).values():  # two jobs at once share the cores instead of oversubscribing
+        assert json.loads((point / "run.json").read_text())["cpu_threads"] == max(1, cores // 2)
     hydra_cfg = OmegaConf.load(point_dirs(sweep)["seed=1"] / ".hydra" / "hydra.yaml")
     assert hydra_cfg.hydra.launcher._target_ == JOBLIB_TARGET
     assert hydra_cfg.hydra.job.num == 1
