@@ -83,29 +83,19 @@ def step_label(step: int) -> str:
     return f"{step // 1000}k" if step >= 1000 and step % 1000 == 0 else str(step)
 
 
+FORMATS = {"loss": "{:.2f}", "effect": "{:+.3f}", "cos": "{:.3f}", "eff": "{:.1f}", "rate": "{:.3g}",
+           "pct": "{:.1f}%", "factor": "{:.1f}x", "ratio": "{:.2f}"}
+
+
 def fmt_value(value, kind: str = "g") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return NA
+    if kind in FORMATS:
+        return FORMATS[kind].format(value)
     if kind == "tokens":
         return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
-    if kind == "loss":
-        return f"{value:.2f}"
-    if kind == "drop":
-        return f"{value:+.2f}".replace("+", "+" if value > 0 else "")
-    if kind == "effect":
-        return f"{value:+.3f}"
-    if kind == "cos":
-        return f"{value:.3f}"
-    if kind == "eff":
-        return f"{value:.1f}"
-    if kind == "rate":
-        return f"{value:.3g}"
-    if kind == "pct":
-        return f"{value:.1f}%"
-    if kind == "factor":
-        return f"{value:.1f}x"
-    if kind == "ratio":
-        return f"{value:.2f}"
+    if kind == "drop":  # a sign only when it is a rise: "-3.02", "+0.40", "0.00"
+        return f"{value:+.2f}" if value > 0 else f"{value:.2f}"
     if kind == "params":
         for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
             if abs(value) >= scale:

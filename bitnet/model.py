@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -64,20 +65,21 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x * cos + rotated * sin).to(x.dtype)
 
 
+def bitlinear(cfg: ModelConfig, n_in: int, n_out: int) -> BitLinear:
+    """A projection of a block: in the FAQ layout it normalizes its own input; in 2B4T the sub-norms do."""
+    return BitLinear(n_in, n_out, cfg.quant, input_norm=cfg.norm == "faq", norm_eps=cfg.norm_eps)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        faq = cfg.norm == "faq"
-
-        def linear(n_in, n_out):
-            return BitLinear(n_in, n_out, cfg.quant, input_norm=faq, norm_eps=cfg.norm_eps)
-
+        linear = partial(bitlinear, cfg)
         self.n_heads = cfg.n_heads
         self.q_proj = linear(cfg.hidden, cfg.hidden)
         self.k_proj = linear(cfg.hidden, cfg.hidden)
         self.v_proj = linear(cfg.hidden, cfg.hidden)
         self.o_proj = linear(cfg.hidden, cfg.hidden)
-        self.sub_norm = None if faq else RMSNorm(cfg.hidden, cfg.norm_eps)
+        self.sub_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if cfg.norm == "subln" else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         batch, seq, hidden = x.shape
@@ -100,17 +102,13 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        faq = cfg.norm == "faq"
-
-        def linear(n_in, n_out):
-            return BitLinear(n_in, n_out, cfg.quant, input_norm=faq, norm_eps=cfg.norm_eps)
-
+        linear = partial(bitlinear, cfg)
         width = cfg.ffn_width
         self.kind = cfg.ffn
         self.gate_proj = linear(cfg.hidden, width)
         self.up_proj = linear(cfg.hidden, width)
         self.down_proj = linear(width, cfg.hidden)
-        self.sub_norm = None if faq else RMSNorm(width, cfg.norm_eps)
+        self.sub_norm = RMSNorm(width, cfg.norm_eps) if cfg.norm == "subln" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.gate_proj(x)

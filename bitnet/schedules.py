@@ -21,8 +21,29 @@ def midpoint(total_steps: int) -> int:
     return total_steps // 2
 
 
+class TwoStage:
+    """What both schedules share: their name is checked, and `two_stage` switches at `switch_step`
+    (default: the midpoint of the run); `stage(step)` is 1 before the switch and 2 from it on."""
+
+    choices: tuple[str, ...]
+    key: str
+
+    def __post_init__(self):
+        if self.name not in self.choices:
+            raise ValueError(f"{self.key}.name={self.name!r}: expected one of {', '.join(self.choices)}")
+
+    @property
+    def switch(self) -> int | None:
+        if self.name != "two_stage":
+            return None
+        return midpoint(self.total_steps) if self.switch_step is None else self.switch_step
+
+    def stage(self, step: int) -> int:
+        return 2 if self.switch is not None and step >= self.switch else 1
+
+
 @dataclass(frozen=True)
-class LRSchedule:
+class LRSchedule(TwoStage):
     """Linear warmup to `peak`, then:
     constant   peak;
     linear     straight line from peak to final_ratio * peak at the end of the horizon;
@@ -39,18 +60,7 @@ class LRSchedule:
     switch_step: int | None = None
     stage2_peak: float | None = None
 
-    def __post_init__(self):
-        if self.name not in LR_SCHEDULES:
-            raise ValueError(f"lr.name={self.name!r}: expected one of {', '.join(LR_SCHEDULES)}")
-
-    @property
-    def switch(self) -> int | None:
-        if self.name != "two_stage":
-            return None
-        return midpoint(self.total_steps) if self.switch_step is None else self.switch_step
-
-    def stage(self, step: int) -> int:
-        return 2 if self.switch is not None and step >= self.switch else 1
+    choices, key = LR_SCHEDULES, "lr"
 
     def __call__(self, step: int) -> float:
         peak = self.stage2_peak if self.stage(step) == 2 else self.peak
@@ -65,7 +75,7 @@ class LRSchedule:
 
 
 @dataclass(frozen=True)
-class WDSchedule:
+class WDSchedule(TwoStage):
     """constant   `value` throughout;
     two_stage  `value` until `switch_step`, `stage2_value` from it on (a step function, as the FAQ draws);
     cosine     half cosine from `value` to `final_value` over the horizon.
@@ -78,18 +88,7 @@ class WDSchedule:
     switch_step: int | None = None
     final_value: float = 0.0
 
-    def __post_init__(self):
-        if self.name not in WD_SCHEDULES:
-            raise ValueError(f"wd.name={self.name!r}: expected one of {', '.join(WD_SCHEDULES)}")
-
-    @property
-    def switch(self) -> int | None:
-        if self.name != "two_stage":
-            return None
-        return midpoint(self.total_steps) if self.switch_step is None else self.switch_step
-
-    def stage(self, step: int) -> int:
-        return 2 if self.switch is not None and step >= self.switch else 1
+    choices, key = WD_SCHEDULES, "wd"
 
     def __call__(self, step: int) -> float:
         if self.name == "constant":
