@@ -8,7 +8,10 @@ import io
 import json
 import math
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 METRICS_FILE = "metrics.csv"
@@ -17,6 +20,37 @@ RECORD_FILE = "run.json"
 # Run statuses. A point is done when its status is one of FINISHED_STATUSES.
 RUNNING, COMPLETED, DIVERGED, FAILED = "running", "completed", "diverged", "failed"
 FINISHED_STATUSES = (COMPLETED, DIVERGED)
+
+
+# What a scheduler or a user sends to stop or preempt a job: SLURM/submitit (USR1/USR2/TERM) and Ctrl-C.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT")
+                     if hasattr(signal, name))
+
+
+@contextmanager
+def deferred_signals(signums=STOP_SIGNALS):
+    """Hold stop signals that arrive inside the block and deliver them, in order, when it ends.
+
+    submitit's preemption handler exits the process from whatever Python code is running. Inside torch.save
+    that exit is lost: the zip writer's cleanup raises "unexpected pos" instead, the job fails and is not
+    requeued. Blocking with a signal mask is not enough (torch's worker threads would still take the signal),
+    so the Python handlers are swapped for a recorder for the length of the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {}
+    for signum in signums:
+        handler = signal.getsignal(signum)
+        if handler is not None:  # None: installed outside Python, cannot be restored
+            previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -30,7 +30,7 @@ from bitnet.diagnostics import (DIAGNOSTIC_COLUMNS, LAYER_COLUMNS, CosineAccumul
 from bitnet.metrics import prediction_diversity
 from bitnet.model import BitNetLM, ModelConfig
 from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, METRICS_FILE, RUNNING, MetricsCSV,
-                            read_record, write_record)
+                            deferred_signals, read_record, write_record)
 from bitnet.schedules import lr_schedule, wd_schedule
 
 log = logging.getLogger("bitnet")
@@ -188,11 +188,13 @@ class Run:
                  "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                  "loss_sum": self.loss_sum, "loss_count": self.loss_count, "codes": self.weights.state_dict()}
         tmp = self.checkpoint_path.with_name(f".{CHECKPOINT_FILE}.tmp")
-        with open(tmp, "wb") as handle:  # fsynced before the rename: a crash never leaves a torn checkpoint
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.checkpoint_path)
+        # fsynced before the rename: a crash never leaves a torn checkpoint; a preemption signal waits for it
+        with deferred_signals():
+            with open(tmp, "wb") as handle:
+                torch.save(state, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.checkpoint_path)
 
     def _load_checkpoint(self) -> bool:
         if not self.checkpoint_path.exists():

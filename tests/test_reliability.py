@@ -254,3 +254,50 @@ def test_submitit_requeue_resumes_from_the_checkpoint(tmp_path):
     assert "Resuming from the checkpoint at step" in logs
     assert record(point)["status"] == "completed"
     assert rows(point / "metrics.csv") == rows(reference / "metrics.csv")
+
+
+class SignalMidWrite:
+    """A file whose third write is interrupted by a preemption signal, as SLURM's can land at any moment."""
+
+    def __init__(self, handle, signum):
+        self.handle, self.signum, self.writes = handle, signum, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == 3:
+            signal.raise_signal(self.signum)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_preemption_during_a_checkpoint_write_exits_cleanly_and_resumes(tmp_path, monkeypatch):
+    """submitit's handler exits from inside whatever runs. Inside torch.save that exit used to turn into
+    "unexpected pos" RuntimeError (the job failed instead of being requeued, seen in CI): the signal now waits
+    until the checkpoint is on disk, then exits the job as submitit intends."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from bitnet.train import Run
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=tiny("train.steps=20", "train.checkpoint_every=10"))
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, handle: real_save(obj, SignalMidWrite(handle, signal.SIGUSR2)))
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: sys.exit(3))  # what submitit's handler does
+    try:
+        with pytest.raises(SystemExit) as exited:
+            Run(cfg, tmp_path).run()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        monkeypatch.undo()
+    assert exited.value.code == 3
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 10  # whole and readable
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert [r["step"] for r in rows(tmp_path / "metrics.csv")] == ["0", "10"]
+
+    resumed = Run(cfg, tmp_path).run()  # the requeued job
+    assert resumed["status"] == "completed" and resumed["step"] == 20
+    assert [r["step"] for r in rows(tmp_path / "metrics.csv")] == ["0", "10", "20"]
