@@ -4,7 +4,7 @@
     python -m bitnet.bench --hidden 256 --layers 4 --seq 128 --vocab 8192   # the CPU reference shape
     python -m bitnet.bench --device cuda --compile --hidden 512 1024 --layers 8 --batch 32 --seq 512
 
-A step is exactly the training loop's step (`Run._train_step`: schedule, autocast forward, fp32 cross-entropy,
+A step is exactly the training loop's step (`Run.train_step`: schedule, autocast forward, fp32 cross-entropy,
 backward, AdamW step) on a model and optimizer built by `build_model`/`build_optimizer` from the composed
 Hydra config, on random tokens. The two models are timed step by step in alternating order (ABBA), so that
 a noisy or shared machine slows both alike; each figure is the median over the timed steps.
@@ -71,8 +71,8 @@ def compose_config(args, hidden: int, mode: str):
 
 
 def make_run(cfg, device: torch.device, vocab: int, seed: int):
-    """A `Run` holding just what `_train_step` uses, built the way `Run._setup` builds it (no corpus, no eval
-    set: the tokens are random). If `_train_step` starts using another attribute, tests/test_bench.py fails
+    """A `Run` holding just what `train_step` uses, built the way `Run._setup` builds it (no corpus, no eval
+    set: the tokens are random). If `train_step` starts using another attribute, tests/test_bench.py fails
     here first."""
     from bitnet.data import BatchSampler
     from bitnet.schedules import lr_schedule, wd_schedule
@@ -101,7 +101,7 @@ def timed_step(run) -> tuple[float, float]:
     sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
     sync()
     start, start_cpu = time.perf_counter(), time.process_time()
-    loss = run._train_step()
+    loss = run.train_step()
     sync()
     elapsed = (time.perf_counter() - start, time.process_time() - start_cpu)
     if not torch.isfinite(loss):

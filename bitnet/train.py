@@ -239,7 +239,8 @@ class Run:
                                          self.step, self.out_dir, self.autocast))
         return row
 
-    def _train_step(self) -> torch.Tensor:
+    def train_step(self) -> torch.Tensor:
+        """One optimizer update at `self.step` (which the caller advances); also what `bitnet.bench` times."""
         cfg = self.cfg.train
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr(self.step)
@@ -313,7 +314,7 @@ class Run:
         unique = ""  # last evaluated unique_tokens, shown in the progress bar
         started = time.perf_counter() - self.elapsed
         while self.step < self.last_step:
-            loss = self._train_step()
+            loss = self.train_step()
             self.step += 1
             window.append(loss)
             if len(window) == refresh_every or self.step in self.eval_steps:
