@@ -63,36 +63,22 @@ def compose_config(args, hidden: int, mode: str):
     overrides = [f"hidden={hidden}", f"model.layers={args.layers}", f"model.quant={mode}",
                  f"data.seq_len={args.seq}", f"data.vocab_size={args.vocab}", f"train.batch_size={args.batch}",
                  f"train.steps={args.warmup + args.steps}", f"device={args.device}", f"precision={args.dtype}",
-                 f"compile={str(bool(args.compile)).lower()}", "progress=false"]
+                 f"compile={str(bool(args.compile)).lower()}", f"seed={args.seed}", "progress=false"]
     if args.heads:
         overrides.append(f"model.n_heads={args.heads}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides + list(args.override))
 
 
-def make_run(cfg, device: torch.device, vocab: int, seed: int):
-    """A `Run` holding just what `train_step` uses, built the way `Run._setup` builds it (no corpus, no eval
-    set: the tokens are random). If `train_step` starts using another attribute, tests/test_bench.py fails
-    here first."""
-    from bitnet.data import BatchSampler
-    from bitnet.schedules import lr_schedule, wd_schedule
-    from bitnet.train import Run, autocast_for, build_model, build_optimizer
+def make_run(cfg, device: torch.device, vocab: int):
+    """A `Run` holding just what `train_step` uses (`Run.build_training`), fed random tokens; no corpus and no
+    evaluation rows, so the ordinary step is timed, not the evaluation rows' extra grad-norm sync."""
+    from bitnet.train import Run
 
-    run = Run.__new__(Run)
-    run.cfg, run.device = cfg, device
-    run.autocast = autocast_for(device, cfg.precision)
-    torch.manual_seed(seed)
-    run.model = build_model(cfg, vocab).to(device)
-    run.counts = run.model.parameter_counts()
-    run.forward = torch.compile(run.model) if cfg.compile else run.model
-    run.optimizer = build_optimizer(run.model, cfg, device)
-    run.total_steps = int(cfg.train.steps)
-    run.lr, run.wd = lr_schedule(cfg.lr, run.total_steps), wd_schedule(cfg.wd, run.total_steps)
+    run = Run(cfg, out_dir=".")
     tokens = torch.randint(0, vocab, (max(1 << 16, 4 * cfg.train.batch_size * (cfg.data.seq_len + 1)),),
-                           generator=torch.Generator().manual_seed(seed))
-    run.sampler = BatchSampler(tokens, int(cfg.train.batch_size), int(cfg.data.seq_len), seed=seed)
-    run.eval_steps = frozenset()  # time the ordinary step, not the evaluation rows' extra grad-norm sync
-    run.step = 0
+                           generator=torch.Generator().manual_seed(int(cfg.seed)))
+    run.build_training(device, vocab, tokens)
     return run
 
 
@@ -111,7 +97,7 @@ def timed_step(run) -> tuple[float, float]:
 
 
 def bench_hidden(args, hidden: int, device: torch.device) -> list[Result]:
-    runs = {mode: make_run(compose_config(args, hidden, mode), device, args.vocab, args.seed) for mode in MODES}
+    runs = {mode: make_run(compose_config(args, hidden, mode), device, args.vocab) for mode in MODES}
     for _ in range(args.warmup):
         for mode in MODES:
             timed_step(runs[mode])

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bitnet.quant import BitLinear, ternary_codes
+from bitnet.records import atomic_write_text
 
 LAYER_COLUMNS = ["step", "layer", "zero_frac", "flip_rate", "latent_rms"]
 GENERATION_COLUMNS = ["greedy_distinct1", "greedy_distinct2", "greedy_repeat3",
@@ -71,8 +72,9 @@ class WeightTracker:
         per_layer, zeros, flips, compared, squares, total = [], 0, 0, 0, 0.0, 0
         for name, layer in self.layers.items():
             w = layer.weight.detach()
-            row = {"layer": name, "latent_rms": float(w.float().square().mean().sqrt())}
-            squares += float(w.float().square().sum())
+            layer_squares = float(w.float().square().sum())
+            row = {"layer": name, "latent_rms": math.sqrt(layer_squares / w.numel())}
+            squares += layer_squares
             total += w.numel()
             if layer.quantizes_weights:
                 codes = ternary_codes(w.float()).to(torch.int8)
@@ -169,7 +171,5 @@ def generation_report(model, tokenizer, prompts: torch.Tensor, cfg, step: int, o
         lines += [f"\n## prompt {i}: {tokenizer.decode(prompt.tolist())!r}",
                   f"greedy : {tokenizer.decode(greedy[i].tolist())!r}",
                   f"sampled: {tokenizer.decode(sampled[i].tolist())!r}"]
-    from bitnet.records import atomic_write_text
-
     atomic_write_text(folder / f"step_{step:07d}.txt", "\n".join(lines) + "\n")
     return {**text_diversity(greedy.tolist(), "greedy"), **text_diversity(sampled.tolist(), "sampled")}

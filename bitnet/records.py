@@ -88,7 +88,6 @@ class MetricsCSV:
         if new:
             self.write_many([dict(zip(self.columns, self.columns))])
 
-
     def _line(self, row: dict) -> str:
         unknown = set(row) - set(self.columns)
         if unknown:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bitnet import __version__
 from bitnet.data import BatchSampler, EvalSet, load_corpus, make_eval_set
-from bitnet.devices import cpu_threads
+from bitnet.devices import assign_device, cpu_threads
 from bitnet.diagnostics import (DIAGNOSTIC_COLUMNS, LAYER_COLUMNS, CosineAccumulator, WeightTracker,
                                 generation_prompts, generation_report, unigram_entropy)
 from bitnet.metrics import prediction_diversity
@@ -51,8 +51,6 @@ class Diverged(RuntimeError):
 
 def resolve_device(name: str) -> torch.device:
     """auto/cuda spread the jobs of a multirun over the visible GPUs by job number (bitnet.devices)."""
-    from bitnet.devices import assign_device
-
     return assign_device(name)
 
 
@@ -131,16 +129,13 @@ class Run:
     # ---- setup -------------------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cpu":
+        device = resolve_device(cfg.device)
+        if device.type == "cpu":
             torch.set_num_threads(cpu_threads(cfg.threads))
-        self.autocast = autocast_for(self.device, cfg.precision)
-        torch.manual_seed(cfg.seed)
         self.corpus = load_corpus(cfg.data.name, cfg.data.get("path"), int(cfg.data.vocab_size),
                                   float(cfg.data.val_fraction), cache_dir=cfg.data.get("cache_dir"), log=log.info)
         self.eval_set = make_eval_set(self.corpus.val_ids, int(cfg.eval.positions), int(cfg.data.seq_len))
-        self.model = build_model(cfg, self.corpus.vocab_size).to(self.device)
-        self.counts = self.model.parameter_counts()
+        self.build_training(device, self.corpus.vocab_size, self.corpus.train_ids)
         self.unigram_entropy = unigram_entropy(self.corpus.train_ids, self.corpus.vocab_size)
         self.weights = WeightTracker(self.model.bitlinear_layers())
         self.grad_norm = None
@@ -148,21 +143,32 @@ class Run:
         self.generate_every = int(generate_cfg.every or 0)
         self.prompts = generation_prompts(self.corpus.val_ids, int(generate_cfg.prompts),
                                           int(generate_cfg.prompt_tokens)) if self.generate_every else None
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = build_optimizer(self.model, cfg, self.device)
-        self.total_steps = int(cfg.train.steps)
-        self.lr = lr_schedule(cfg.lr, self.total_steps)
-        self.wd = wd_schedule(cfg.wd, self.total_steps)
         self.last_step = self.total_steps
         if cfg.train.get("stage1_only"):
             switches = [s for s in (self.lr.switch, self.wd.switch) if s is not None]
             if not switches:
                 raise ValueError("train.stage1_only=true needs a two_stage lr or wd schedule (nothing to stop at)")
             self.last_step = min(switches)
-        self.sampler = BatchSampler(self.corpus.train_ids, int(cfg.train.batch_size), int(cfg.data.seq_len),
-                                    seed=int(cfg.seed))
         self.eval_steps = evaluation_steps(self.last_step, int(cfg.eval.every))
         self.checkpoint_every = int(cfg.train.checkpoint_every or 0)
+
+    def build_training(self, device: torch.device, vocab_size: int, train_ids: torch.Tensor) -> None:
+        """Everything `train_step` uses: model, optimizer, schedules and the batch sampler over `train_ids`
+        (`bitnet.bench` builds a Run from this alone, on random tokens)."""
+        cfg = self.cfg
+        self.device = device
+        self.autocast = autocast_for(device, cfg.precision)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, vocab_size).to(device)
+        self.counts = self.model.parameter_counts()
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = build_optimizer(self.model, cfg, device)
+        self.total_steps = int(cfg.train.steps)
+        self.lr = lr_schedule(cfg.lr, self.total_steps)
+        self.wd = wd_schedule(cfg.wd, self.total_steps)
+        self.sampler = BatchSampler(train_ids, int(cfg.train.batch_size), int(cfg.data.seq_len), seed=int(cfg.seed))
+        self.eval_steps = frozenset()
+        self.step = 0
 
     def _record(self, status: str, **extra) -> dict:
         record = {
@@ -253,11 +259,12 @@ class Run:
                                label_smoothing=float(cfg.label_smoothing))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        reported = self.step + 1 in self.eval_steps  # the norm is only reported on evaluation rows
         if cfg.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.grad_clip))
-        elif self.step + 1 in self.eval_steps:  # the norm is only reported on evaluation rows
+        elif reported:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-        if self.step + 1 in self.eval_steps:
+        if reported:
             self.grad_norm = float(norm)
         self.optimizer.step()
         return loss.detach()
