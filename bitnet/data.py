@@ -121,13 +121,18 @@ def split_ids(ids: torch.Tensor, val_fraction: float, block: int) -> tuple[torch
     return torch.cat(train), torch.cat(val)
 
 
+def cache_folder(fingerprint: str, vocab_size: int, cache_dir: str | None = None) -> Path:
+    """Where the tokenizer and token ids of one corpus at one vocabulary size are cached."""
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    return root / f"{fingerprint}-v{vocab_size}-f{CACHE_FORMAT}"
+
+
 def load_corpus(name: str, path: str | None, vocab_size: int, val_fraction: float,
                 split_block: int = 1024, cache_dir: str | None = None, log=print) -> Corpus:
     from tokenizers import Tokenizer
 
     text, fingerprint = read_corpus(name, path)
-    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    folder = root / f"{fingerprint}-v{vocab_size}-f{CACHE_FORMAT}"
+    folder = cache_folder(fingerprint, vocab_size, cache_dir)
     tok_file, ids_file = folder / "tokenizer.json", folder / "ids.pt"
     if tok_file.exists() and ids_file.exists():
         tokenizer = Tokenizer.from_file(str(tok_file))

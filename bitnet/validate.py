@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -306,12 +305,11 @@ def split_sizes(cfg, cache: dict | None = None) -> tuple[int, int]:
 
 
 def _corpus_tokens(cfg) -> str:
-    from bitnet.data import CACHE_FORMAT, default_cache_dir, read_corpus
+    from bitnet.data import cache_folder, read_corpus
 
     try:
         _, fingerprint = read_corpus(cfg.data.name, cfg.data.get("path"))
-        root = Path(cfg.data.cache_dir).expanduser() if cfg.data.get("cache_dir") else default_cache_dir()
-        info = root / f"{fingerprint}-v{int(cfg.data.vocab_size)}-f{CACHE_FORMAT}" / "info.json"
+        info = cache_folder(fingerprint, int(cfg.data.vocab_size), cfg.data.get("cache_dir")) / "info.json"
         return f"{json.loads(info.read_text())['tokens']} tokens"
     except Exception:  # noqa: BLE001 - only decorates the message
         return "too few tokens"
