@@ -24,13 +24,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-# Point statuses: the run statuses of bitnet/records.py, plus two that only the loader can see.
+from bitnet.records import CORE_COLUMNS, FINISHED_STATUSES
+
+# Point statuses: the run statuses of bitnet/records.py (FINISHED_STATUSES: done), plus two that only the
+# loader can see.
 MISSING = "missing"      # in multirun.yaml's grid, no folder on disk
 NO_RECORD = "no_record"  # folder made by Hydra, but no run.json (starting, or rejected before training: see run.log)
-FINISHED = ("completed", "diverged")
-
-METRIC_COLUMNS = ["step", "loss", "unique_tokens", "eval_loss", "unique_targets", "pred_entropy", "top1_share",
-                  "lr", "wd", "lr_stage", "wd_stage", "tokens_seen", "elapsed_s"]
 # Resolved config values worth a column even when not swept: they tell cells apart when several sweeps are
 # loaded together and they label the switches.
 CONFIG_COLUMNS = ["hidden", "seed", "model.layers", "model.n_heads", "model.quant", "model.quantize_head",
@@ -59,7 +58,7 @@ class Sweep:
     @property
     def unfinished(self) -> pd.DataFrame:
         """Points that are not completed or diverged: missing, no_record, running, failed."""
-        return self.points[~self.points.status.isin(FINISHED)]
+        return self.points[~self.points.status.isin(FINISHED_STATUSES)]
 
 
 # ---- overrides --------------------------------------------------------------------------------------------
@@ -164,7 +163,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path)
     except (FileNotFoundError, pd.errors.EmptyDataError):
         frame = pd.DataFrame()
-    for column in METRIC_COLUMNS:
+    for column in CORE_COLUMNS:
         if column not in frame:
             frame[column] = float("nan")
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -276,7 +275,7 @@ def load_sweeps(sweep_dirs, *, warn=None) -> Sweep:
 
     # A swept config group named like a metrics column (lr, wd) gets its `.name` column: the group's value is
     # its name, and `lr` / `wd` stay the CSV's learning rate and weight decay.
-    column_of = {k: f"{k}.name" if k in METRIC_COLUMNS else k for k in swept}
+    column_of = {k: f"{k}.name" if k in CORE_COLUMNS else k for k in swept}
     rows = []
     for info in infos:
         row = {}

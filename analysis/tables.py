@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import CONFIG_COLUMNS, FINISHED, NotASweep, Sweep, load_sweeps
+from analysis.load import CONFIG_COLUMNS, NotASweep, Sweep, load_sweeps
 from analysis.stats import CELLS, aggregate, factorial_effects
+from bitnet.records import FINISHED_STATUSES
 
 # Seed 002, "Calculate Collapse Ratio": tokens(4k) / tokens(1k).
 RATIO_CLASSES = [(0.2, "strong collapse"), (0.5, "moderate collapse"), (0.8, "minimal collapse"),
@@ -206,7 +207,7 @@ def per_point(sweep: Sweep, curves: dict, steps: list[int], early: int, late: in
         after_steps = [s for s in tokens.index if first_switch is not None and s > first_switch]
         row["lowest_stage1"] = stage1.min() if len(stage1) else float("nan")
         row["after_switch"] = tokens[after_steps[0]] if after_steps else float("nan")
-        finished = point["status"] in FINISHED and len(tokens)
+        finished = point["status"] in FINISHED_STATUSES and len(tokens)
         row["final_step"] = tokens.index[-1] if len(tokens) else float("nan")
         row["final_tokens"] = tokens.iloc[-1] if finished else float("nan")
         row["final_eval_loss"] = curve["eval_loss"].dropna().iloc[-1] \
@@ -294,7 +295,7 @@ def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: 
         median = float(flips.median()) if len(flips) else float("nan")
         row = {**{k: point[k] for k in keys}, "seed": point.get("seed"), "point": point["point"],
                "status": point["status"], "unigram_entropy": point.get("unigram_entropy"), "flip_median": median}
-        finished = point["status"] in FINISHED and len(evaluated)
+        finished = point["status"] in FINISHED_STATUSES and len(evaluated)
         steps = {"deepest": evaluated["unique_tokens"].idxmin() if len(evaluated) else None,  # first minimum
                  "final": evaluated.index[-1] if finished else None}
         for at, step in steps.items():

@@ -17,6 +17,10 @@ from pathlib import Path
 METRICS_FILE = "metrics.csv"
 RECORD_FILE = "run.json"
 
+# The columns every metrics.csv starts with (the collapse diagnostics follow: bitnet.diagnostics).
+CORE_COLUMNS = ["step", "loss", "unique_tokens", "eval_loss", "unique_targets", "pred_entropy", "top1_share",
+                "lr", "wd", "lr_stage", "wd_stage", "tokens_seen", "elapsed_s"]
+
 # Run statuses. A point is done when its status is one of FINISHED_STATUSES.
 RUNNING, COMPLETED, DIVERGED, FAILED = "running", "completed", "diverged", "failed"
 FINISHED_STATUSES = (COMPLETED, DIVERGED)

@@ -29,16 +29,15 @@ from bitnet.diagnostics import (DIAGNOSTIC_COLUMNS, LAYER_COLUMNS, CosineAccumul
                                 generation_prompts, generation_report, unigram_entropy)
 from bitnet.metrics import prediction_diversity
 from bitnet.model import BitNetLM, ModelConfig
-from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, METRICS_FILE, RUNNING, MetricsCSV,
-                            deferred_signals, read_record, write_record)
+from bitnet.records import (COMPLETED, CORE_COLUMNS, DIVERGED, FAILED, FINISHED_STATUSES, METRICS_FILE, RUNNING,
+                            MetricsCSV, deferred_signals, read_record, write_record)
 from bitnet.schedules import lr_schedule, wd_schedule
 
 log = logging.getLogger("bitnet")
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LAYERS_FILE = "layers.csv"
-METRIC_COLUMNS = ["step", "loss", "unique_tokens", "eval_loss", "unique_targets", "pred_entropy", "top1_share",
-                  "lr", "wd", "lr_stage", "wd_stage", "tokens_seen", "elapsed_s", *DIAGNOSTIC_COLUMNS]
+METRIC_COLUMNS = [*CORE_COLUMNS, *DIAGNOSTIC_COLUMNS]
 # Keys that change how a run is executed but not what it computes: a checkpoint stays valid across them.
 EXECUTION_KEYS = ("device", "compile", "threads", "progress")
 
