@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from analysis.load import Sweep
 from analysis.tables import (COSINE_HIGH, RATIO_CLASSES, UNIGRAM_GAP, build_tables, cell_keys, fmt_value,
-                             step_label, switch_events)
+                             point_curves, step_label, switch_events)
 
 # The diagnostics plot's panels, top to bottom: (metrics.csv column, y label).
 DIAGNOSTIC_PANELS = [("hidden_cosine", "hidden cosine\n(final layer, across positions)"),
@@ -41,10 +41,9 @@ def _colors(sweep: Sweep, keys: list[str]) -> dict:
 
 
 def _curves(sweep: Sweep, keys: list[str]):
-    colors, seen = _colors(sweep, keys), set()
+    colors, seen, curves = _colors(sweep, keys), set(), point_curves(sweep)
     for _, point in sweep.points.iterrows():
-        curve = sweep.frame[(sweep.frame.sweep == point.sweep) & (sweep.frame.point == point.point)]
-        curve = curve.dropna(subset=["step"]).sort_values("step")
+        curve = curves[(point.sweep, point.point)].sort_index().reset_index()
         label = _cell_label(point, keys)
         legend = label if label not in seen else None  # one legend entry per cell, not per seed
         seen.add(label)
