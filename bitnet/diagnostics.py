@@ -25,7 +25,7 @@ LAYER_COLUMNS = ["step", "layer", "zero_frac", "flip_rate", "latent_rms"]
 GENERATION_COLUMNS = ["greedy_distinct1", "greedy_distinct2", "greedy_repeat3",
                       "sampled_distinct1", "sampled_distinct2", "sampled_repeat3"]
 DIAGNOSTIC_COLUMNS = ["loss_gap", "effective_tokens", "hidden_cosine", "zero_frac", "flip_rate", "latent_rms",
-                      "grad_norm", *GENERATION_COLUMNS]
+                      "grad_norm", *GENERATION_COLUMNS, "softmax_entropy"]
 
 
 def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:

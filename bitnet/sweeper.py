@@ -24,6 +24,7 @@ which conf/config.yaml selects with `hydra.sweeper._target_`.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -38,6 +39,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 log = logging.getLogger(__name__)
 
 MAX_REPORTED = 10  # bad points printed one per line; the rest are counted
+GRID_MANIFEST = "grid.json"  # in the sweep folder: every point's overrides and folder, read by the analysis
 
 
 def _is_remote(launcher_target: str) -> bool:
@@ -102,6 +104,19 @@ class ValidatingSweeper(BasicSweeper):
             sys.stderr.flush()
             sys.exit(2)
 
+    def write_grid_manifest(self, points: Sequence[Sequence[str]], sweep_dir: Path) -> None:
+        """grid.json: every point in launch order with its overrides and its folder (relative to the sweep
+        folder), as Hydra composes them for the job, so that the analysis can list points that never started
+        without re-deriving Hydra's grid expansion or folder naming."""
+        assert self.hydra_context is not None and self.config is not None
+        entries = []
+        for number, point in enumerate(points):
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(point))
+            with open_dict(config):
+                config.hydra.job.num = number  # a subdir may name the job number; the launcher sets it the same way
+            entries.append({"overrides": list(point), "folder": str(OmegaConf.select(config, "hydra.sweep.subdir"))})
+        (sweep_dir / GRID_MANIFEST).write_text(json.dumps({"points": entries}, indent=1) + "\n")
+
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params_conf = self._parse_config()
@@ -118,6 +133,7 @@ class ValidatingSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.write_grid_manifest(points, sweep_dir)
 
         returns: List[Sequence[JobReturn]] = []
         failed: list[JobReturn] = []

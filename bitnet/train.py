@@ -93,10 +93,12 @@ def build_optimizer(model: torch.nn.Module, cfg: DictConfig, device: torch.devic
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device, autocast, batch_size: int) -> dict:
-    """eval_loss, the diversity metric and hidden_cosine over the fixed held-out positions."""
+    """eval_loss, the diversity metric, hidden_cosine and softmax_entropy (mean entropy in nats of the predicted
+    distribution, ln(V) when it is uniform) over the fixed held-out positions."""
     model.eval()
     mask = eval_set.mask
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    entropy_sum = torch.zeros((), device=device, dtype=torch.float64)
     predictions, cosine = [], CosineAccumulator()
     for start in range(0, len(eval_set.inputs), batch_size):
         rows = slice(start, start + batch_size)
@@ -105,11 +107,14 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device, au
             logits, hidden = model(eval_set.inputs[rows].to(device), return_hidden=True)
         logits, targets = logits.float()[keep], eval_set.targets[rows].to(device)[keep]
         loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+        log_probs = logits.log_softmax(-1)
+        entropy_sum -= (log_probs.exp() * log_probs).sum()
         predictions.append(logits.argmax(-1))
         cosine.add(hidden[keep])
     model.train()
     metrics = prediction_diversity(torch.cat(predictions), eval_set.targets[mask])
-    return {"eval_loss": float(loss_sum) / eval_set.positions, **metrics, "hidden_cosine": cosine.value()}
+    return {"eval_loss": float(loss_sum) / eval_set.positions, **metrics, "hidden_cosine": cosine.value(),
+            "softmax_entropy": float(entropy_sum) / eval_set.positions}
 
 
 def evaluation_steps(total: int, every: int) -> set[int]:
@@ -172,7 +177,7 @@ class Run:
     def _record(self, status: str, **extra) -> dict:
         record = {
             "status": status, "step": self.step, "last_step": self.last_step, "total_steps": self.total_steps,
-            "params": self.counts, "vocab_size": self.corpus.vocab_size,
+            "params": self.counts, "vocab_size": self.corpus.vocab_size, "ln_vocab": math.log(self.corpus.vocab_size),
             "unigram_entropy": self.unigram_entropy, "eval_positions": self.eval_set.positions,
             "eval_unique_targets": int(self.eval_set.targets[self.eval_set.mask].unique().numel()),
             "corpus": {"fingerprint": self.corpus.fingerprint, "train_tokens": len(self.corpus.train_ids),
