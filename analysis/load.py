@@ -1,9 +1,10 @@
 """Sweep folders -> one tidy pandas DataFrame, one row per (grid point, step).
 
-A sweep folder is what `python -m bitnet.run -m ...` leaves: `multirun.yaml` plus one folder per grid point
-holding `.hydra/overrides.yaml`, `run.json` and `metrics.csv`. Every point of the grid gets rows, whatever its
-state: the grid is re-expanded from multirun.yaml, so a point that never started is listed as `missing`
-instead of silently vanishing from the tables.
+A sweep folder is what `python -m bitnet.run -m ...` leaves: `multirun.yaml`, `grid.json` (every grid point's
+overrides and folder, written before anything is launched) and one folder per point holding
+`.hydra/overrides.yaml`, `run.json` and `metrics.csv`. Every point of grid.json gets rows, whatever its state,
+so a point that never started is listed as `missing` instead of silently vanishing from the tables. A sweep
+made without grid.json is read from the point folders on disk (with a warning: missing points cannot be seen).
 
     from analysis.load import load_sweeps
     sweep = load_sweeps(["multirun/2026-01-01/12-00-00"])
@@ -11,13 +12,14 @@ instead of silently vanishing from the tables.
     sweep.points   # one row per point
     sweep.swept    # the swept keys' columns, e.g. ["hidden", "seed"]; a swept group lr / wd is "lr.name" /
                    # "wd.name" (the CSV's lr and wd columns keep the learning rate and weight decay)
+    sweep.configs  # (sweep, point) -> the point's resolved config, flattened ({"lr.warmup": 5, ...})
 """
 
 from __future__ import annotations
 
-import itertools
+import io
 import json
-import re
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +27,11 @@ import pandas as pd
 import yaml
 
 from bitnet.records import CORE_COLUMNS, FINISHED_STATUSES
+from bitnet.sweeper import GRID_MANIFEST
 
 # Point statuses: the run statuses of bitnet/records.py (FINISHED_STATUSES: done), plus two that only the
 # loader can see.
-MISSING = "missing"      # in multirun.yaml's grid, no folder on disk
+MISSING = "missing"      # in grid.json, no folder on disk
 NO_RECORD = "no_record"  # folder made by Hydra, but no run.json (starting, or rejected before training: see run.log)
 # Resolved config values worth a column even when not swept: they tell cells apart when several sweeps are
 # loaded together and they label the switches.
@@ -37,7 +40,7 @@ CONFIG_COLUMNS = ["hidden", "seed", "model.layers", "model.n_heads", "model.quan
                   "wd.switch_step", "wd.stage2_value", "train.steps", "train.batch_size", "train.label_smoothing",
                   "train.grad_clip", "data.name", "data.vocab_size", "data.seq_len"]
 RECORD_COLUMNS = ["params_total", "params_non_embedding", "eval_positions", "eval_unique_targets", "unigram_entropy",
-                  "lr_switch", "wd_switch", "last_step", "total_steps", "error"]
+                  "ln_vocab", "lr_switch", "wd_switch", "last_step", "total_steps", "error"]
 
 
 class NotASweep(ValueError):
@@ -50,6 +53,7 @@ class Sweep:
     points: pd.DataFrame                        # one row per point
     swept: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    configs: dict = field(default_factory=dict)  # (sweep, point) -> flattened resolved config
 
     @property
     def missing(self) -> pd.DataFrame:
@@ -61,7 +65,7 @@ class Sweep:
         return self.points[~self.points.status.isin(FINISHED_STATUSES)]
 
 
-# ---- overrides --------------------------------------------------------------------------------------------
+# ---- the grid ---------------------------------------------------------------------------------------------
 def _parser():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -69,56 +73,30 @@ def _parser():
 
 
 def _key(override) -> str:
-    return override.key_or_group if not override.package else f"{override.key_or_group}@{override.package}"
+    key = override.key_or_group
+    return key if not override.package else f"{key}@{override.package}"
 
 
 def parse_overrides(lines: list[str]) -> dict:
-    """['hidden=32', 'lr=two_stage'] -> {'hidden': 32, 'lr': 'two_stage'}, values typed as Hydra types them."""
+    """['hidden=32', '+intervention=standard'] -> {'hidden': 32, 'intervention': 'standard'}, values typed as
+    Hydra types them."""
     return {_key(o): o.value() for o in _parser().parse_overrides(list(lines)) if not o.is_delete()}
 
 
-def expand_grid(multirun: dict) -> tuple[list[str], list[dict]]:
-    """The swept keys and one {key: value} per grid point, as Hydra's BasicSweeper expands
-    hydra.sweeper.params then the command line's task overrides (a later one replaces an earlier one)."""
-    hydra = multirun.get("hydra") or {}
-    lines = [f"{k}={v}" for k, v in ((hydra.get("sweeper") or {}).get("params") or {}).items()]
-    lines += list((hydra.get("overrides") or {}).get("task") or [])
-    parser = _parser()
-    overrides = {}
-    for override in parser.parse_overrides(lines):
-        overrides[_key(override)] = override
-    swept, choices = [], []
-    for key, override in overrides.items():
-        if override.is_sweep_override():
-            swept.append(key)
-            values = [parser.parse_override(f"x={s}").value() for s in override.sweep_string_iterator()]
-            choices.append(values)
-    return swept, [dict(zip(swept, combo)) for combo in itertools.product(*choices)]
+def read_manifest(sweep_dir: Path) -> list[dict] | None:
+    """grid.json (written by bitnet's sweeper before it launches anything): [{overrides, folder}] in launch
+    order, which is the order the sweep declares its values in; None for a sweep made without it."""
+    path = sweep_dir / GRID_MANIFEST
+    if not path.exists():
+        return None
+    points = json.loads(path.read_text()).get("points") or []
+    return [{"overrides": parse_overrides(p["overrides"]), "folder": p.get("folder") or ""} for p in points]
 
 
-def _expected_folder(multirun: dict, point: dict) -> str:
-    """Where Hydra would have put a missing point, when the subdir is the override_dirname (our config)."""
-    hydra = multirun.get("hydra") or {}
-    if (hydra.get("sweep") or {}).get("subdir") != "${hydra.job.override_dirname}":
-        return ""
-    settings = ((hydra.get("job") or {}).get("config") or {}).get("override_dirname") or {}
-    exclude = set(settings.get("exclude_keys") or [])
-    lines = []
-    for override in _parser().parse_overrides(list((hydra.get("overrides") or {}).get("task") or [])):
-        key = _key(override)
-        if key in exclude:
-            continue
-        if key in point:
-            prefix = override.input_line.split("=", 1)[0]
-            lines.append(f"{prefix}={_fmt(point[key])}")
-        else:
-            lines.append(override.input_line)
-    lines.sort()
-    return re.sub("=", settings.get("kv_sep", "="), settings.get("item_sep", ",").join(lines))
-
-
-def _fmt(value) -> str:
-    return "false" if value is False else "true" if value is True else str(value)
+def varying_keys(overrides: list[dict]) -> list[str]:
+    """The keys whose value differs between points, in the order they are first written."""
+    keys = list(dict.fromkeys(k for o in overrides for k in o))
+    return [k for k in keys if len({repr(o.get(k)) for o in overrides}) > 1]
 
 
 # ---- one point ----------------------------------------------------------------------------------------------
@@ -156,12 +134,22 @@ def _resolved_config(folder: Path, record: dict | None) -> dict:
         return yaml.safe_load(path.read_text()) or {}
 
 
-def read_metrics(path: Path) -> pd.DataFrame:
+def read_metrics(path: Path, warn=None) -> pd.DataFrame:
     """metrics.csv with the standard columns always present (NaN when absent), extra columns kept, numbers
-    coerced (a torn last line from a killed run reads as NaN and is dropped)."""
+    coerced. A last line without its newline or with fewer fields than the header was torn by a kill mid-write
+    (`10000,,1`, or `1000` cut from `10000`): it is dropped, and `warn` hears about it."""
     try:
-        frame = pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        text = ""
+    lines = text.splitlines()
+    if len(lines) > 1 and (not text.endswith("\n") or lines[-1].count(",") < lines[0].count(",")):
+        if warn:
+            warn(f"{path}: last line {lines[-1]!r} is torn (cut off mid-write), dropped")
+        text = "\n".join(lines[:-1]) + "\n"
+    try:
+        frame = pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
         frame = pd.DataFrame()
     for column in CORE_COLUMNS:
         if column not in frame:
@@ -181,13 +169,13 @@ def _switch_from_csv(metrics: pd.DataFrame, column: str):
     return int(metrics.step[stage2[0] - 1])
 
 
-def load_point(folder: Path, sweep_dir: Path) -> tuple[dict, pd.DataFrame]:
+def load_point(folder: Path, sweep_dir: Path, warn=None) -> tuple[dict, pd.DataFrame]:
     folder = Path(folder)
     overrides_path = folder / ".hydra" / "overrides.yaml"
     overrides = parse_overrides(yaml.safe_load(overrides_path.read_text()) or []) if overrides_path.exists() else {}
     record_path = folder / "run.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else None
-    metrics = read_metrics(folder / "metrics.csv")
+    metrics = read_metrics(folder / "metrics.csv", warn)
     config = _resolved_config(folder, record)
     flat = flatten(config)
     info = {"sweep": str(sweep_dir), "folder": str(folder), "status": record.get("status", NO_RECORD) if record else NO_RECORD,
@@ -206,6 +194,7 @@ def load_point(folder: Path, sweep_dir: Path) -> tuple[dict, pd.DataFrame]:
     info.update(params_total=params.get("total"), params_non_embedding=params.get("non_embedding"),
                 eval_positions=record.get("eval_positions"), eval_unique_targets=record.get("eval_unique_targets"),
                 unigram_entropy=record.get("unigram_entropy"),
+                ln_vocab=record.get("ln_vocab") or (math.log(record["vocab_size"]) if record.get("vocab_size") else None),
                 last_step=record.get("last_step"), total_steps=record.get("total_steps"),
                 error=record.get("error"))
     return info, metrics
@@ -220,7 +209,7 @@ def check_sweep_dir(sweep_dir: Path) -> Path:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise NotASweep(f"{sweep_dir}: no such folder")
-    if not (sweep_dir / "multirun.yaml").exists():
+    if not (sweep_dir / "multirun.yaml").exists() and not (sweep_dir / GRID_MANIFEST).exists():
         if (sweep_dir / ".hydra").is_dir():
             raise NotASweep(f"{sweep_dir} is a single run's folder, not a sweep: pass the folder holding "
                             f"multirun.yaml (the hydra.sweep.dir of a `-m` run)")
@@ -229,8 +218,8 @@ def check_sweep_dir(sweep_dir: Path) -> Path:
     return sweep_dir
 
 
-def _matches(overrides: dict, point: dict) -> bool:
-    return all(key in overrides and overrides[key] == value for key, value in point.items())
+def _fmt(value) -> str:
+    return "false" if value is False else "true" if value is True else str(value)
 
 
 def _sortable(value):
@@ -241,36 +230,53 @@ def _sortable(value):
     return (1, 0, str(value))
 
 
+def _load_one(sweep_dir: Path, warnings: list[str]) -> tuple[list[str], list[tuple[dict, pd.DataFrame]]]:
+    """One sweep folder: its varying keys and [(point info, metrics)] in grid order (grid.json's), points that
+    never started included; without grid.json, the folders on disk ordered by their swept values."""
+    manifest = read_manifest(sweep_dir)
+    on_disk = [load_point(folder, sweep_dir, warnings.append) for folder in find_point_folders(sweep_dir)]
+    if manifest is None:
+        warnings.append(f"{sweep_dir}: no {GRID_MANIFEST} (a sweep made before the sweeper wrote one): only the "
+                        f"point folders on disk are read, points that never started cannot be listed")
+        keys = varying_keys([info["overrides"] for info, _ in on_disk])
+        on_disk.sort(key=lambda p: ([_sortable(p[0]["overrides"].get(k)) for k in keys], p[0]["folder"]))
+        for info, _ in on_disk:
+            info["in_grid"] = True
+        return keys, on_disk
+    keys = varying_keys([p["overrides"] for p in manifest])
+    by_folder = {Path(info["folder"]).resolve(): (info, metrics) for info, metrics in on_disk}
+    loaded = []
+    for point in manifest:
+        found = by_folder.pop((sweep_dir / point["folder"]).resolve(), None) if point["folder"] else None
+        if found is None:
+            info = {"sweep": str(sweep_dir), "folder": str(sweep_dir / point["folder"]), "status": MISSING,
+                    "overrides": point["overrides"], "_config": {}, "_flat": {}}
+            found = (info, read_metrics(Path("/nonexistent")))
+        found[0]["in_grid"] = True
+        loaded.append(found)
+    for info, metrics in by_folder.values():
+        warnings.append(f"{info['folder']}: on disk but not in {sweep_dir}/{GRID_MANIFEST} (kept)")
+        info["in_grid"] = False
+        loaded.append((info, metrics))
+    return keys, loaded
+
+
 def load_sweeps(sweep_dirs, *, warn=None) -> Sweep:
     """Load one or more sweep folders. `warn` (e.g. print) hears about oddities such as points on disk that
-    are not in multirun.yaml's grid; they are also kept in Sweep.warnings."""
+    are not in the grid or torn CSV lines; they are also kept in Sweep.warnings."""
     if isinstance(sweep_dirs, (str, Path)):
         sweep_dirs = [sweep_dirs]
     if not sweep_dirs:
         raise NotASweep("no sweep folder given")
     swept, infos, frames, warnings = [], [], [], []
     for sweep_dir in map(check_sweep_dir, sweep_dirs):
-        multirun = yaml.safe_load((sweep_dir / "multirun.yaml").read_text()) or {}
-        keys, grid = expand_grid(multirun)
+        keys, loaded = _load_one(sweep_dir, warnings)
         swept += [k for k in keys if k not in swept]
-        loaded = []
-        for folder in find_point_folders(sweep_dir):
-            info, metrics = load_point(folder, sweep_dir)
-            info["in_grid"] = any(_matches(info["overrides"], p) for p in grid) if grid else True
-            if not info["in_grid"]:
-                warnings.append(f"{folder}: on disk but not in {sweep_dir}/multirun.yaml's grid (kept)")
-            loaded.append((info, metrics))
-        for point in grid:
-            if not any(_matches(info["overrides"], point) for info, _ in loaded):
-                expected = _expected_folder(multirun, point)
-                info = {"sweep": str(sweep_dir), "folder": str(sweep_dir / expected) if expected else "",
-                        "status": MISSING, "overrides": dict(point), "in_grid": True, "_config": {}, "_flat": {}}
-                loaded.append((info, read_metrics(Path("/nonexistent"))))
         for info, metrics in loaded:
             infos.append(info)
             frames.append(metrics)
     if not infos:
-        raise NotASweep(f"{', '.join(map(str, sweep_dirs))}: no grid points found (empty multirun.yaml and no "
+        raise NotASweep(f"{', '.join(map(str, sweep_dirs))}: no grid points found (no {GRID_MANIFEST} and no "
                         f"point folders)")
 
     # A swept config group named like a metrics column (lr, wd) gets its `.name` column: the group's value is
@@ -290,14 +296,12 @@ def load_sweeps(sweep_dirs, *, warn=None) -> Sweep:
         label = ",".join(f"{k}={_fmt(row[column_of[k]])}" for k in swept) or Path(info["folder"]).name
         rows.append({"sweep": info["sweep"], "point": label, "folder": info["folder"], "status": info["status"],
                      "in_grid": info["in_grid"], **row})
-    # Grid order: by the swept keys' values (numbers as numbers), then folder.
-    order = sorted(range(len(rows)), key=lambda i: ([_sortable(rows[i].get(column_of[k])) for k in swept], rows[i]["folder"]))
-    rows, frames = [rows[i] for i in order], [frames[i] for i in order]
     points = pd.DataFrame(rows)
     if points.duplicated(["sweep", "point"]).any():  # e.g. leftovers outside the grid: fall back to folder names
         points["point"] = [Path(f).name or p for f, p in zip(points.folder, points.point)]
     points["n_rows"] = [len(m) for m in frames]
     points["reached_step"] = [int(m.step.max()) if len(m) else None for m in frames]
+    configs = {(p.sweep, p.point): info["_flat"] for (_, p), info in zip(points.iterrows(), infos)}
 
     tidy = []
     for (_, point), metrics in zip(points.iterrows(), frames):
@@ -311,7 +315,7 @@ def load_sweeps(sweep_dirs, *, warn=None) -> Sweep:
     for message in warnings:
         if warn:
             warn(message)
-    return Sweep(frame=frame, points=points, swept=[column_of[k] for k in swept], warnings=warnings)
+    return Sweep(frame=frame, points=points, swept=[column_of[k] for k in swept], warnings=warnings, configs=configs)
 
 
 def load(sweep_dirs) -> pd.DataFrame:

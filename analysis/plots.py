@@ -1,7 +1,8 @@
-"""The issue's three plots: unique tokens vs step (log scale, switch lines), loss vs step, collapse ratio vs
-hidden size; and issue 6's collapse diagnostics vs step (hidden cosine, loss gap, flip rate) when the sweep has
-them. Each function draws on an Axes it is given (a notebook's) or on a new Figure it returns; figures
-are built without pyplot so that the command works headless."""
+"""The plots: unique tokens vs step (log scale, switch lines), loss vs step (with the ln V and unigram-entropy
+reference lines), collapse ratio vs hidden size (sweeps over hidden only), and the collapse diagnostics vs step
+(hidden cosine, loss gap, flip rate) when the sweep has them. Each function draws on an Axes it is given (a
+notebook's) or on a new Figure it returns; figures are built without pyplot so that the command works headless.
+Legends sit below the axes, never over the curves; switch labels stay inside the axes."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.fmt import fmt_value, step_label
 from analysis.load import Sweep
-from analysis.tables import (COSINE_HIGH, RATIO_CLASSES, UNIGRAM_GAP, build_tables, cell_keys, fmt_value,
-                             point_curves, step_label, switch_events)
+from analysis.measures import (cell_keys, default_collapse_steps, per_point, point_curves, switch_events)
+from analysis.rules import COSINE_HIGH, RATIO_CLASSES, UNIGRAM_GAP
 
 # The diagnostics plot's panels, top to bottom: (metrics.csv column, y label).
 DIAGNOSTIC_PANELS = [("hidden_cosine", "hidden cosine\n(final layer, across positions)"),
@@ -20,7 +22,7 @@ DIAGNOSTIC_PANELS = [("hidden_cosine", "hidden cosine\n(final layer, across posi
                      ("flip_rate", "flip rate\n(ternary codes since last eval)")]
 
 
-def _axes(ax, size=(8, 4.5)):
+def _axes(ax, size=(10, 5)):
     if ax is not None:
         return ax.figure, ax
     fig = Figure(figsize=size, layout="constrained")
@@ -40,6 +42,18 @@ def _colors(sweep: Sweep, keys: list[str]) -> dict:
     return {label: cmap(i if len(labels) <= 10 else i / max(1, len(labels) - 1)) for i, label in enumerate(labels)}
 
 
+def _keys(sweep: Sweep, keys):
+    return cell_keys(sweep)[0] if keys is None else keys
+
+
+def _legend(ax, columns: int = 3) -> None:
+    """Below the axes (constrained layout makes room), so that no curve is hidden behind it."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                  ncols=min(columns, len(handles)), frameon=False)
+
+
 def _curves(sweep: Sweep, keys: list[str]):
     colors, seen, curves = _colors(sweep, keys), set(), point_curves(sweep)
     for _, point in sweep.points.iterrows():
@@ -55,16 +69,25 @@ def _switch_lines(ax, sweep: Sweep, annotate: bool = True) -> None:
     for _, point in sweep.points.iterrows():
         for step, label in switch_events(point):
             events.setdefault(step, set()).add(label)
+    if not events:
+        return
+    low, high = ax.get_xlim()
     for step, labels in sorted(events.items()):
         ax.axvline(step, color="0.4", linestyle="--", linewidth=1)
         if annotate:
-            ax.annotate(f"{' / '.join(sorted(labels))} @{step_label(step)}", (step, 1),
-                        xycoords=("data", "axes fraction"), xytext=(3, -3), textcoords="offset points", va="top", fontsize=8, color="0.3")
+            # Right of the line in the left half, left of it in the right half, so that it stays inside the
+            # axes; kept out of the layout so a long label never squeezes the axes.
+            right_half = step > low + 0.5 * (high - low)
+            text = ax.annotate(f"{' / '.join(sorted(labels))} @{step_label(step)}", (step, 1),
+                               xycoords=("data", "axes fraction"), xytext=(-4 if right_half else 4, -4),
+                               textcoords="offset points", va="top", ha="right" if right_half else "left",
+                               fontsize=8, color="0.3", backgroundcolor=(1, 1, 1, 0.7))
+            text.set_in_layout(False)
 
 
 def plot_tokens(sweep: Sweep, ax=None, keys: list[str] | None = None):
     """Unique predicted tokens vs step, log scale, one line per point, dashed lines at the switches."""
-    keys = cell_keys(sweep) if keys is None else keys
+    keys = _keys(sweep, keys)
     fig, ax = _axes(ax)
     for point, curve, color, legend in _curves(sweep, keys):
         curve = curve.dropna(subset=["unique_tokens"])
@@ -79,66 +102,76 @@ def plot_tokens(sweep: Sweep, ax=None, keys: list[str] | None = None):
     ax.yaxis.set_minor_formatter(plain)
     ax.set(xlabel="step", ylabel="unique predicted tokens (eval)", title="Prediction diversity")
     ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    _legend(ax)
     return fig
 
 
 def plot_loss(sweep: Sweep, ax=None, keys: list[str] | None = None):
-    """Training loss (solid) and held-out loss (dashed) vs step, one colour per cell."""
-    keys = cell_keys(sweep) if keys is None else keys
+    """Training loss (solid) and held-out loss (dashed) vs step, one colour per cell; a label-smoothed training
+    loss (not plain cross-entropy) dotted and labelled; ln(V) and the unigram entropy as reference lines."""
+    keys = _keys(sweep, keys)
     fig, ax = _axes(ax)
     for point, curve, color, legend in _curves(sweep, keys):
         train, held = curve.dropna(subset=["loss"]), curve.dropna(subset=["eval_loss"])
+        smoothing = point.get("train.label_smoothing")
+        smoothed = not pd.isna(smoothing) and smoothing not in (None, 0)
         if len(train):
-            ax.plot(train.step, train.loss, marker="o", markersize=3, color=color, label=legend)
+            label = f"{legend} (train loss with label smoothing {smoothing:g})" if legend and smoothed else legend
+            ax.plot(train.step, train.loss, marker="o", markersize=3, color=color, label=label,
+                    linestyle=":" if smoothed else "-")
         if len(held):
             ax.plot(held.step, held.eval_loss, linestyle="--", color=color, alpha=0.7,
                     label=f"{legend} (eval)" if legend and not len(train) else None)
+    for column, name in (("ln_vocab", "ln V (uniform prediction)"), ("unigram_entropy", "unigram entropy")):
+        values = pd.to_numeric(sweep.points[column], errors="coerce").dropna().unique()
+        for value in values[:3]:
+            ax.axhline(value, color="0.35", linestyle="-.", linewidth=0.9)
+            ax.annotate(f"{name} {value:.2f}", (0, value), xycoords=("axes fraction", "data"), xytext=(3, 2),
+                        textcoords="offset points", fontsize=7, color="0.3").set_in_layout(False)
     _switch_lines(ax, sweep)
-    ax.set(xlabel="step", ylabel="loss (solid: train, dashed: eval)", title="Loss")
+    ax.set(xlabel="step", ylabel="loss, nats (solid: train, dashed: eval)", title="Loss")
     ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    _legend(ax)
     return fig
 
 
 def plot_collapse(sweep: Sweep, ax=None, early: int | None = None, late: int | None = None,
-                  per_point: pd.DataFrame | None = None, keys: list[str] | None = None):
+                  per_point_frame: pd.DataFrame | None = None, keys: list[str] | None = None):
     """Collapse ratio tokens(late)/tokens(early) vs hidden size (log2 axis): one dot per point, the mean over
-    seeds joined per group of the other swept keys, the seed-002 class bounds as dotted lines."""
-    if per_point is None or early is None or late is None:
-        _, params = build_tables(sweep, collapse_steps=(early, late) if early and late else None)
-        per_point, early, late, keys = params["per_point"], params["early"], params["late"], params["keys"]
-    keys = cell_keys(sweep) if keys is None else keys
+    seeds joined per group of the other swept keys, the class bounds as dotted lines. None when the sweep does
+    not vary hidden or no point has tokens at both steps (no empty frame)."""
+    keys = _keys(sweep, keys)
+    if per_point_frame is None or early is None or late is None:
+        curves = point_curves(sweep)
+        if early is None or late is None:
+            early, late, _ = default_collapse_steps(sweep, curves)
+        per_point_frame = per_point(sweep, curves, [], early, late, keys)
+    pp = per_point_frame.dropna(subset=["ratio"])
+    if "hidden" not in keys or pp.empty:
+        return None
     fig, ax = _axes(ax)
-    pp = per_point.dropna(subset=["ratio"])
-    if "hidden" not in pp or pp.empty:
-        ax.text(0.5, 0.5, "no collapse ratio to plot (no hidden column or no tokens at both steps)",
-                ha="center", va="center", transform=ax.transAxes)
-    else:
-        others = [k for k in keys if k != "hidden"]
-        from matplotlib import colormaps
+    others = [k for k in keys if k != "hidden"]
+    from matplotlib import colormaps
 
-        groups = list(pp.groupby(others, dropna=False, sort=False)) if others else [((), pp)]
-        for i, (group, block) in enumerate(groups):
-            group = group if isinstance(group, tuple) else (group,)
-            color = colormaps["tab10"](i % 10)
-            label = ", ".join(f"{k}={fmt_value(v)}" for k, v in zip(others, group)) or "mean over seeds"
-            ax.scatter(block.hidden.astype(float), block.ratio, color=color, s=14, alpha=0.5)
-            mean = block.groupby("hidden").ratio.mean().sort_index()
-            ax.plot(mean.index.astype(float), mean.values, marker="o", color=color, label=label)
-        for bound, name in RATIO_CLASSES[:-1]:
-            ax.axhline(bound, color="0.5", linestyle=":", linewidth=1)
-            ax.annotate(f"{name} below {bound}", (0, bound), xycoords=("axes fraction", "data"), xytext=(3, 2),
-                        textcoords="offset points", fontsize=7, color="0.4")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(pp.hidden.astype(float).unique()))
-        ax.set_xticklabels([fmt_value(h) for h in sorted(pp.hidden.unique())])
-        ax.legend(fontsize=8)
+    groups = list(pp.groupby(others, dropna=False, sort=False)) if others else [((), pp)]
+    for i, (group, block) in enumerate(groups):
+        group = group if isinstance(group, tuple) else (group,)
+        color = colormaps["tab10"](i % 10)
+        label = ", ".join(f"{k}={fmt_value(v)}" for k, v in zip(others, group)) or "mean over seeds"
+        ax.scatter(block.hidden.astype(float), block.ratio, color=color, s=14, alpha=0.5)
+        mean = block.groupby("hidden").ratio.mean().sort_index()
+        ax.plot(mean.index.astype(float), mean.values, marker="o", color=color, label=label)
+    for bound, name in RATIO_CLASSES[:-1]:
+        ax.axhline(bound, color="0.5", linestyle=":", linewidth=1)
+        ax.annotate(f"{name} up to {bound:g}", (0, bound), xycoords=("axes fraction", "data"), xytext=(3, -9),
+                    textcoords="offset points", fontsize=7, color="0.4").set_in_layout(False)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(pp.hidden.astype(float).unique()))
+    ax.set_xticklabels([fmt_value(h) for h in sorted(pp.hidden.unique())])
     ax.set(xlabel="hidden size", ylabel=f"tokens @{step_label(late)} / tokens @{step_label(early)}",
            title="Collapse ratio vs hidden size")
     ax.grid(True, alpha=0.3)
+    _legend(ax)
     return fig
 
 
@@ -157,9 +190,9 @@ def plot_diagnostics(sweep: Sweep, axes=None, keys: list[str] | None = None):
     panels = diagnostic_panels(sweep)
     if not panels:
         return None
-    keys = cell_keys(sweep) if keys is None else keys
+    keys = _keys(sweep, keys)
     if axes is None:
-        fig = Figure(figsize=(8, 2.4 * len(panels) + 0.6), layout="constrained")
+        fig = Figure(figsize=(10, 2.4 * len(panels) + 1.2), layout="constrained")
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     axes = list(axes)
     fig = axes[0].figure
@@ -181,20 +214,21 @@ def plot_diagnostics(sweep: Sweep, axes=None, keys: list[str] | None = None):
         ax.grid(True, alpha=0.3)
     axes[0].set_title("Collapse diagnostics")
     axes[len(panels) - 1].set_xlabel("step")
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=8)
+    _legend(axes[len(panels) - 1])
     return fig
 
 
-def save_plots(sweep: Sweep, out: Path, early: int, late: int, keys: list[str], per_point: pd.DataFrame) -> list[Path]:
+def save_plots(sweep: Sweep, out: Path, params: dict) -> list[Path]:
+    """tokens.png, loss.png, collapse_ratio.png (sweeps over hidden) and diagnostics.png (runs with the
+    diagnostic columns) into `out`; `params` is build_tables' second value."""
+    keys = params["keys"]
+    figures = [("tokens.png", plot_tokens(sweep, keys=keys)), ("loss.png", plot_loss(sweep, keys=keys)),
+               ("collapse_ratio.png", plot_collapse(sweep, early=params["early"], late=params["late"],
+                                                    per_point_frame=params["per_point"], keys=keys)),
+               ("diagnostics.png", plot_diagnostics(sweep, keys=keys))]
     paths = []
-    for name, fig in (("tokens.png", plot_tokens(sweep, keys=keys)), ("loss.png", plot_loss(sweep, keys=keys)),
-                      ("collapse_ratio.png", plot_collapse(sweep, early=early, late=late, per_point=per_point,
-                                                           keys=keys))):
-        fig.savefig(Path(out) / name, dpi=110)
-        paths.append(Path(out) / name)
-    fig = plot_diagnostics(sweep, keys=keys)
-    if fig is not None:  # no diagnostic column (runs from before issue 6): no diagnostics.png
-        fig.savefig(Path(out) / "diagnostics.png", dpi=110)
-        paths.append(Path(out) / "diagnostics.png")
+    for name, fig in figures:
+        if fig is not None:
+            fig.savefig(Path(out) / name, dpi=110)
+            paths.append(Path(out) / name)
     return paths

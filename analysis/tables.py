@@ -1,311 +1,67 @@
-"""The seeds' tables from sweep folders: `python -m analysis.tables SWEEP_DIR [SWEEP_DIR...]`.
+"""The tables: per-point measures (analysis.measures) aggregated over seeds into markdown and CSV frames.
 
-Prints every table as markdown and writes each as <name>.md and <name>.csv (plus tables.md, all of them, and
-the PNG plots) into --out (default SWEEP_DIR/analysis):
-
-  points       every grid point with its status (missing, running, failed... are listed, never dropped)
-  results      unique tokens at chosen steps, the LR/WD switch marked as seed 001 does (values after it bold)
-  transition   loss and tokens at the last evaluation before / first after each switch: drop, %, recovery
-  size         parameters, lowest tokens before the switch, tokens after it, final tokens (seed 001)
-  collapse     tokens(LATE) / tokens(EARLY) with seed 002's classes, and the token-count status class
-  decision     seed 000/002's decision tree over hidden sizes: A scaling fixes it, B no threshold, C mixed
-  factorial    LR switch x WD switch: main effects and interaction on final tokens and eval loss
-  diagnostics  issue 6's collapse diagnostics at each point's deepest collapse and final evaluation, with a
-               verdict (rules in `verdict`); left out for sweeps whose metrics.csv has none of those columns
+  points        every grid point with its status (missing, running, failed... are listed, never dropped)
+  results       unique tokens at chosen steps, the LR/WD switch marked (values after it bold)
+  transition    loss, tokens and learning phase at the last evaluation before / first after each switch
+  size          parameters, lowest tokens before the switch (and its phase), tokens after it, final tokens
+  collapse      tokens(LATE) / tokens(EARLY) with its class, the token-count status class and the phase
+  trajectory    per cell: first collapse, minimum, recovery factor, loss during the collapse, trajectory class
+  interventions one row per arm of a sweep over anything but size: trajectory, minimum, final tokens and phase
+  decision      over hidden sizes: A scaling fixes it, B no threshold, C mixed, or undecided (what it waits for)
+  factorial     LR switch x WD switch: main effects and interaction on final tokens and eval loss
+  diagnostics   the collapse diagnostics at each point's deepest collapse and final evaluation, with a verdict
 
 With several seeds per cell every number is the mean over seeds with its 95% t interval [lo, hi]; the CSVs
-carry the mean, <col>_lo and <col>_hi, and n.
+carry the mean, <col>_lo and <col>_hi, and n. `build_tables` also returns the notes printed under each
+table: the rule behind every class and verdict in it. The command: `python -m analysis.tables SWEEP_DIR`
+(analysis/report.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import CONFIG_COLUMNS, NotASweep, Sweep, load_sweeps
+from analysis.fmt import NA, fmt_cell, fmt_int, fmt_value, step_label
+from analysis.load import Sweep
+from analysis.measures import (DIAGNOSTICS, cell_keys, data_errors, default_collapse_steps, default_steps,
+                               evaluated_steps, per_point, per_point_diagnostics, per_transition, point_curves,
+                               present_diagnostics)
+from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, decide_scaling,
+                            intervention_summary, label_summary, phases_summary, ratio_class, scaling_rule,
+                            token_class, trajectory_rule, unreachable_classes)
 from analysis.stats import CELLS, aggregate, factorial_effects
-from bitnet.records import FINISHED_STATUSES
-
-# Seed 002, "Calculate Collapse Ratio": tokens(4k) / tokens(1k).
-RATIO_CLASSES = [(0.2, "strong collapse"), (0.5, "moderate collapse"), (0.8, "minimal collapse"),
-                 (math.inf, "stable")]
-# Seed 002, "What Different Token Counts Mean": upper bound (inclusive), interpretation, status.
-TOKEN_CLASSES = [(5, "complete collapse", "❌ Failed"), (10, "severe collapse", "❌ Failed"),
-                 (30, "partial collapse", "⚠️ Marginal"), (100, "questionable", "⚠️ Marginal"),
-                 (500, "acceptable", "✅ Working"), (math.inf, "very good", "✅ Working")]
-DIVERSE = 100  # seed 000's decision tree: "Does any model stay diverse (>100 tokens)?"
-# Seed 001 marks "collapse in S1" for the points that fell to a Failed class (<= 10 tokens) before the switch.
-COLLAPSED = 10
-NA = "–"
-
-# Issue 6's collapse diagnostics (bitnet/diagnostics.py) that the diagnostics table shows at each point's deepest
-# collapse and final evaluation: (metrics.csv column, header, number format). unique_tokens is always shown; the
-# others only when some point of the sweep has a value for them.
-DIAGNOSTICS = [("unique_tokens", "tokens", "tokens"), ("loss_gap", "loss gap", "drop"),
-               ("hidden_cosine", "hidden cos", "cos"), ("effective_tokens", "eff. tokens", "eff"),
-               ("flip_rate", "flip rate", "rate"), ("zero_frac", "zero frac", "cos"),
-               ("greedy_repeat3", "greedy rep3", "ratio")]
-# The verdict's thresholds (see `verdict`).
-UNIGRAM_GAP = 0.1     # nats: |eval loss - unigram entropy| below this is "at the unigram loss"
-FEW_TOKENS = 30       # seed 002's collapse classes (complete, severe, partial collapse) end at 30 tokens
-COSINE_HIGH = 0.9     # mean cosine of final hidden states across positions
-CHURN_FACTOR = 2.0    # flip rate above this many times the point's own median flip rate
-REPEAT_HIGH = 0.5     # share of greedy trigrams already seen earlier in the same continuation
 
 
-# ---- classes ------------------------------------------------------------------------------------------------
-def ratio_class(ratio: float) -> str:
-    if pd.isna(ratio):
-        return NA
-    # The seeds' bands: [0, 0.2) strong, [0.2, 0.5) moderate, [0.5, 0.8] minimal (0.80 -> minimal), > 0.8 stable.
-    for bound, name in RATIO_CLASSES:
-        if ratio < bound or (bound == 0.8 and ratio == 0.8):
-            return name
-    return RATIO_CLASSES[-1][1]
+class BadStep(ValueError):
+    """A step asked for on the command line that no point evaluated."""
 
 
-def token_class(tokens: float) -> tuple[str, str]:
-    """(interpretation, status) of a unique-token count; a mean over seeds is rounded first."""
-    if pd.isna(tokens):
-        return NA, NA
-    tokens = round(tokens)
-    for bound, name, status in TOKEN_CLASSES:
-        if tokens <= bound:
-            return name, status
-    return TOKEN_CLASSES[-1][1:]
+# ---- cells over seeds ---------------------------------------------------------------------------------------
+def _statuses(block: pd.Series) -> str:
+    counts = block.value_counts()
+    if len(block) == 1:
+        return str(block.iloc[0])
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
-# ---- formatting ---------------------------------------------------------------------------------------------
-def step_label(step: int) -> str:
-    return f"{step // 1000}k" if step >= 1000 and step % 1000 == 0 else str(step)
+def _per_cell(frame: pd.DataFrame, keys: list[str], column: str, summary) -> list[str]:
+    """`summary` of each cell's values of a text column, cells in first-appearance order."""
+    if not keys:
+        return [summary(list(frame[column]))]
+    return list(frame.groupby(keys, dropna=False, sort=False)[column].agg(lambda s: summary(list(s))))
 
 
-FORMATS = {"loss": "{:.2f}", "effect": "{:+.3f}", "cos": "{:.3f}", "eff": "{:.1f}", "rate": "{:.3g}",
-           "pct": "{:.1f}%", "factor": "{:.1f}x", "ratio": "{:.2f}"}
+def _cells(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """Mean [95% interval] per cell, the points' statuses and the number of seeds."""
+    table = aggregate(frame, keys, columns)
+    table["status"] = _per_cell(frame, keys, "status", lambda s: _statuses(pd.Series(s)))
+    return table
 
 
-def fmt_value(value, kind: str = "g") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return NA
-    if kind in FORMATS:
-        return FORMATS[kind].format(value)
-    if kind == "tokens":
-        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
-    if kind == "drop":  # a sign only when it is a rise: "-3.02", "+0.40", "0.00"
-        return f"{value:+.2f}" if value > 0 else f"{value:.2f}"
-    if kind == "params":
-        for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-            if abs(value) >= scale:
-                return f"{value / scale:.3g}{suffix}"
-        return f"{value:.0f}"
-    return str(value)  # floats as Python writes them: 0.0015, 0.0 (the seeds write "WD 0.1→0.0")
-
-
-def fmt_cell(row, column: str, kind: str) -> str:
-    """`mean` alone for one seed, `mean [lo, hi]` for several."""
-    text = fmt_value(row[column], kind)
-    lo, hi = row.get(f"{column}_lo"), row.get(f"{column}_hi")
-    if text != NA and lo is not None and not pd.isna(lo):
-        text += f" [{fmt_value(lo, kind)}, {fmt_value(hi, kind)}]"
-    return text
-
-
-def _int(value) -> str:
-    return NA if value is None or pd.isna(value) else str(int(value))
-
-
-def to_markdown(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, disable_numparse=True) if len(frame) else "(no rows)"
-
-
-# ---- per-point numbers --------------------------------------------------------------------------------------
-def cell_keys(sweep: Sweep) -> list[str]:
-    """What tells the cells of the tables apart: the swept keys except the seed, plus any resolved config
-    value that varies across the loaded points without being set by the swept keys (e.g. two sweeps of the
-    same grid with different fixed LRs)."""
-    keys = [k for k in sweep.swept if k != "seed"]
-    points = sweep.points
-    for column in CONFIG_COLUMNS:
-        if column in keys or column == "seed" or points[column].astype(str).nunique() < 2:
-            continue
-        if keys and (points.groupby(keys, dropna=False)[column].agg(lambda s: s.astype(str).nunique()) <= 1).all():
-            continue
-        keys.append(column)
-    return keys
-
-
-def switch_events(point: pd.Series) -> list[tuple[int, str]]:
-    """[(step, label)] of the point's switches; LR and WD at the same step make one event."""
-    parts = {}
-    if not pd.isna(point.get("lr_switch")):
-        peak, stage2 = point.get("lr.peak"), point.get("lr.stage2_peak")
-        label = f"LR {fmt_value(peak)}→{fmt_value(stage2)}" if not pd.isna(stage2) else "LR switch"
-        parts.setdefault(int(point["lr_switch"]), []).append(label)
-    if not pd.isna(point.get("wd_switch")):
-        value, stage2 = point.get("wd.value"), point.get("wd.stage2_value")
-        label = f"WD {fmt_value(value)}→{fmt_value(stage2)}" if not pd.isna(value) and not pd.isna(stage2) \
-            else "WD switch"
-        parts.setdefault(int(point["wd_switch"]), []).append(label)
-    return [(step, " + ".join(labels)) for step, labels in sorted(parts.items())]
-
-
-def point_curves(sweep: Sweep) -> dict:
-    """(sweep, point) -> that point's metric rows indexed by step (empty for missing points)."""
-    curves = {}
-    for key, block in sweep.frame.groupby(["sweep", "point"], sort=False):
-        curves[key] = block.dropna(subset=["step"]).astype({"step": int}).set_index("step")
-    return curves
-
-
-def nearest_step(steps, target: float):
-    steps = [s for s in steps if s > 0] or list(steps)
-    return min(steps, key=lambda s: (abs(s - target), s)) if steps else None
-
-
-def _at(curve: pd.DataFrame, step, column: str):
-    if step is None or step not in curve.index:
-        return float("nan")
-    return curve.at[step, column]
-
-
-def default_steps(sweep: Sweep, curves: dict, count: int = 6) -> list[int]:
-    """A handful of evenly spaced evaluated steps (not step 0), the last one, and the evaluations either side
-    of the most common switch so that the switch column falls between two shown steps."""
-    evaluated = sorted({s for c in curves.values() for s in c.index if s > 0})
-    if len(evaluated) <= count + 2:
-        return evaluated
-    last = evaluated[-1]
-    targets = [last * (i + 1) / count for i in range(count)]
-    chosen = {nearest_step(evaluated, t) for t in targets}
-    switches = [s for _, p in sweep.points.iterrows() for s, _ in switch_events(p)[:1]]
-    if switches:
-        switch = max(set(switches), key=switches.count)
-        chosen |= {max([s for s in evaluated if s <= switch], default=evaluated[0]),
-                   min([s for s in evaluated if s > switch], default=last)}
-    return sorted(chosen)
-
-
-def per_point(sweep: Sweep, curves: dict, steps: list[int], early: int, late: int, keys: list[str]) -> pd.DataFrame:
-    rows = []
-    for _, point in sweep.points.iterrows():
-        curve = curves[(point["sweep"], point["point"])]
-        events = switch_events(point)
-        first_switch = events[0][0] if events else None
-        row = {**{k: point[k] for k in keys}, "seed": point.get("seed"), "point": point["point"],
-               "status": point["status"], "switch": "; ".join(f"{label} @{step_label(s)}" for s, label in events),
-               "first_switch": first_switch, "params": point["params_total"],
-               "non_embedding": point["params_non_embedding"], "positions": point["eval_positions"],
-               "distinct_targets": point["eval_unique_targets"]}
-        for step in steps:
-            row[f"tokens@{step}"] = _at(curve, step, "unique_tokens")
-        tokens = curve["unique_tokens"].dropna() if "unique_tokens" in curve else pd.Series(dtype=float)
-        stage1 = tokens[tokens.index <= first_switch] if first_switch is not None else tokens
-        after_steps = [s for s in tokens.index if first_switch is not None and s > first_switch]
-        row["lowest_stage1"] = stage1.min() if len(stage1) else float("nan")
-        row["after_switch"] = tokens[after_steps[0]] if after_steps else float("nan")
-        finished = point["status"] in FINISHED_STATUSES and len(tokens)
-        row["final_step"] = tokens.index[-1] if len(tokens) else float("nan")
-        row["final_tokens"] = tokens.iloc[-1] if finished else float("nan")
-        row["final_eval_loss"] = curve["eval_loss"].dropna().iloc[-1] \
-            if finished and curve["eval_loss"].notna().any() else float("nan")
-        row["tokens_early"], row["tokens_late"] = _at(curve, early, "unique_tokens"), _at(curve, late, "unique_tokens")
-        row["ratio"] = row["tokens_late"] / row["tokens_early"] if row["tokens_early"] else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def per_transition(sweep: Sweep, curves: dict, keys: list[str]) -> pd.DataFrame:
-    """One row per (point, switch): the last evaluation at or before the switch step S (the row at S is still
-    stage 1, bitnet/schedules.py) and the first one after it."""
-    rows = []
-    for _, point in sweep.points.iterrows():
-        curve = curves[(point["sweep"], point["point"])]
-        for step, label in switch_events(point):
-            before = max([s for s in curve.index if s <= step], default=None)
-            after = min([s for s in curve.index if s > step], default=None)
-            row = {**{k: point[k] for k in keys}, "switch": f"{label} @{step_label(step)}", "switch_step": step,
-                   "status": point["status"], "before_step": before, "after_step": after}
-            for column, name in (("loss", "loss"), ("eval_loss", "eval_loss"), ("unique_tokens", "tokens")):
-                b, a = _at(curve, before, column), _at(curve, after, column)
-                row[f"{name}_before"], row[f"{name}_after"] = b, a
-                if name != "tokens":
-                    row[f"{name}_drop"] = a - b
-                    row[f"{name}_pct"] = (a - b) / b * 100 if b else float("nan")
-            row["recovery"] = row["tokens_after"] / row["tokens_before"] if row["tokens_before"] else float("nan")
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def present_diagnostics(frame: pd.DataFrame) -> list[str]:
-    """The issue-6 diagnostic columns that hold a value somewhere in the sweep (none for older runs)."""
-    return [c for c, _, _ in DIAGNOSTICS[1:] if c in frame and pd.to_numeric(frame[c], errors="coerce").notna().any()]
-
-
-def _ok(value) -> bool:
-    return value is not None and not pd.isna(value)
-
-
-def verdict(values: dict, flip_median: float | None = None) -> list[str]:
-    """What one evaluation row's diagnostics say, as short tags; a rule whose inputs are empty is skipped.
-
-      unigram phase            |loss_gap| < UNIGRAM_GAP (0.1 nats) and unique tokens <= FEW_TOKENS (30): the eval
-                               loss is the unigram entropy, the loss of predicting token frequencies and no more
-      representation collapse  hidden_cosine > COSINE_HIGH (0.9): the final hidden states of different positions
-                               point the same way
-      weights churning         flip_rate > CHURN_FACTOR (2) x flip_median, the point's median flip rate over its
-                               evaluations (needs 3 or more evaluations with a flip rate to ever fire)
-      greedy output loops      greedy_repeat3 >= REPEAT_HIGH (0.5): half the greedy trigrams are repeats
-
-    With none of them: "few tokens, no diagnostic signal" at <= 30 unique tokens (the diagnostics do not explain
-    this collapse), else "no collapse signal"; no unique-token count at all gives []. The tags say what the
-    numbers show at that row, not why."""
-    tokens = values.get("unique_tokens")
-    if not _ok(tokens):
-        return []
-    tags = []
-    gap, cosine = values.get("loss_gap"), values.get("hidden_cosine")
-    flip, repeat = values.get("flip_rate"), values.get("greedy_repeat3")
-    if _ok(gap) and abs(gap) < UNIGRAM_GAP and tokens <= FEW_TOKENS:
-        tags.append("unigram phase")
-    if _ok(cosine) and cosine > COSINE_HIGH:
-        tags.append("representation collapse")
-    if _ok(flip) and _ok(flip_median) and flip > CHURN_FACTOR * flip_median:
-        tags.append("weights churning")
-    if _ok(repeat) and repeat >= REPEAT_HIGH:
-        tags.append("greedy output loops")
-    if not tags:
-        tags.append("few tokens, no diagnostic signal" if tokens <= FEW_TOKENS else "no collapse signal")
-    return tags
-
-
-def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: list[str]) -> pd.DataFrame:
-    """One row per point: the diagnostic `columns` (and unique tokens) at its deepest collapse (the evaluation
-    with the fewest unique tokens, ties -> the earliest) and at its final evaluation (finished points only, as in
-    the other tables), with the verdict tags of each."""
-    columns = ["unique_tokens"] + [c for c in columns if c != "unique_tokens"]
-    rows = []
-    for _, point in sweep.points.iterrows():
-        curve = curves[(point["sweep"], point["point"])]
-        evaluated = curve[curve["unique_tokens"].notna()] if "unique_tokens" in curve else curve.iloc[:0]
-        flips = pd.to_numeric(curve["flip_rate"], errors="coerce").dropna() if "flip_rate" in curve else []
-        median = float(flips.median()) if len(flips) else float("nan")
-        row = {**{k: point[k] for k in keys}, "seed": point.get("seed"), "point": point["point"],
-               "status": point["status"], "unigram_entropy": point.get("unigram_entropy"), "flip_median": median}
-        finished = point["status"] in FINISHED_STATUSES and len(evaluated)
-        steps = {"deepest": evaluated["unique_tokens"].idxmin() if len(evaluated) else None,  # first minimum
-                 "final": evaluated.index[-1] if finished else None}
-        for at, step in steps.items():
-            row[f"step@{at}"] = step if step is not None else float("nan")
-            values = {c: _at(curve, step, c) if c in curve else float("nan") for c in columns}
-            for column, value in values.items():
-                row[f"{column}@{at}"] = pd.to_numeric(value, errors="coerce")
-            row[f"verdict@{at}"] = "; ".join(verdict(values, median)) or NA
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _keys_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({k: [fmt_value(v) for v in table[k]] for k in keys}, index=table.index)
 
 
 def _verdicts(block: pd.Series) -> str:
@@ -319,24 +75,11 @@ def _verdicts(block: pd.Series) -> str:
     return "; ".join(f"{t} ({sum(t in tags for tags in lists)}/{len(lists)} seeds)" for t in tags)
 
 
-def _statuses(block: pd.Series) -> str:
-    counts = block.value_counts()
-    if len(block) == 1:
-        return str(block.iloc[0])
-    return ", ".join(f"{n} {status}" for status, n in counts.items())
-
-
-def _cells(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
-    """Mean [95% interval] per cell, the points' statuses and the number of seeds."""
-    table = aggregate(frame, keys, columns)
-    status = frame.groupby(keys, dropna=False, sort=False)["status"].agg(_statuses) if keys else \
-        pd.Series([_statuses(frame["status"])])
-    table["status"] = status.to_numpy()
-    return table
-
-
-def _keys_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({k: [fmt_value(v) for v in table[k]] for k in keys}, index=table.index)
+def _tokens_with_phase(tokens, phase: str) -> str:
+    """"2 tokens, near-uniform": a collapse is never shown without the phase it happened in."""
+    if pd.isna(tokens):
+        return NA
+    return f"{fmt_value(tokens, 'tokens')}, {phase}" if phase and phase != NA else fmt_value(tokens, "tokens")
 
 
 # ---- the tables ---------------------------------------------------------------------------------------------
@@ -344,9 +87,9 @@ def points_table(sweep: Sweep) -> tuple[pd.DataFrame, pd.DataFrame]:
     p = sweep.points
     csv = p[["point", "status", "reached_step", "last_step", "in_grid", "folder", "error"]].copy()
     md = csv.copy()
-    md["reached_step"] = [f"{_int(r)}/{_int(l)}" for r, l in zip(p.reached_step, p.last_step)]
+    md["reached_step"] = [f"{fmt_int(r)}/{fmt_int(last)}" for r, last in zip(p.reached_step, p.last_step)]
     md = md.rename(columns={"reached_step": "step reached/last"}).drop(columns=["last_step"])
-    md["in_grid"] = ["yes" if v else "no (not in multirun.yaml)" for v in md.in_grid]
+    md["in_grid"] = ["yes" if v else "no (not in grid.json)" for v in md.in_grid]
     md = md.drop(columns=["folder"])  # long; in points.csv, and missing points' expected folders are listed above
     md["error"] = [fmt_value(e) if e else "" for e in md.error]
     return md, csv
@@ -355,8 +98,8 @@ def points_table(sweep: Sweep) -> tuple[pd.DataFrame, pd.DataFrame]:
 def results_table(pp: pd.DataFrame, keys: list[str], steps: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     columns = [f"tokens@{s}" for s in steps]
     table = _cells(pp, keys + ["switch", "first_switch"], columns)
-    # Seed 001 puts a "Stage 2→" column between the last step before the switch and the first after it; when
-    # the cells switch at different places, the column goes last and each value after its switch is bold.
+    # A "Stage 2→" column between the last step before the switch and the first after it; when the cells
+    # switch at different places, the column goes last and each value after its switch is bold.
     positions = {sum(s <= f for s in steps) for f in table.first_switch.dropna()}
     md = _keys_display(table, keys)
     for step, column in zip(steps, columns):
@@ -374,8 +117,7 @@ def results_table(pp: pd.DataFrame, keys: list[str], steps: list[int]) -> tuple[
     md["status"] = table.status
     if (table.n > 1).any():
         md["seeds"] = table.n
-    csv = table.drop(columns=["first_switch"])
-    return md, csv
+    return md, table.drop(columns=["first_switch"])
 
 
 def transition_table(tr: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -383,11 +125,14 @@ def transition_table(tr: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
         return tr, tr
     metrics = ["loss_before", "loss_after", "loss_drop", "loss_pct", "tokens_before", "tokens_after", "recovery",
                "eval_loss_before", "eval_loss_after", "eval_loss_drop", "eval_loss_pct"]
-    table = _cells(tr, keys + ["switch", "before_step", "after_step"], metrics)
+    cell = keys + ["switch", "before_step", "after_step"]
+    table = _cells(tr, cell, metrics)
+    table["phase_before"] = _per_cell(tr, cell, "phase_before", phases_summary)
+    table["phase_after"] = _per_cell(tr, cell, "phase_after", phases_summary)
     md = _keys_display(table, keys)
     md["switch"] = table.switch
-    md["before → after"] = [f"{step_label(int(b))} → {step_label(int(a))}" if not (pd.isna(b) or pd.isna(a))
-                            else NA for b, a in zip(table.before_step, table.after_step)]
+    md["before → after"] = [f"{step_label(b)} → {step_label(a)}" if not (pd.isna(b) or pd.isna(a)) else NA
+                            for b, a in zip(table.before_step, table.after_step)]
     spec = [("loss before", "loss_before", "loss"), ("loss after", "loss_after", "loss"),
             ("drop", "loss_drop", "drop"), ("% change", "loss_pct", "pct"),
             ("tokens before", "tokens_before", "tokens"), ("tokens after", "tokens_after", "tokens"),
@@ -397,23 +142,27 @@ def transition_table(tr: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
     for header, column, kind in spec:
         if table[column].notna().any():  # e.g. the seeds give no eval loss: leave those columns out
             md[header] = [fmt_cell(row, column, kind) for _, row in table.iterrows()]
+    md["phase: what the switch changed"] = [
+        "phase unknown (no eval loss)" if b == a == "phase unknown" else f"{b} → {a}" if b != a else f"{b} (unchanged)"
+        for b, a in zip(table.phase_before, table.phase_after)]
     md["status"] = table.status
     if (table.n > 1).any():
         md["seeds"] = table.n
     return md, table
 
 
-def size_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def size_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = _cells(pp, keys, ["params", "non_embedding", "lowest_stage1", "after_switch", "final_tokens"])
-    has_switch = pp.groupby(keys, dropna=False, sort=False)["first_switch"].agg(lambda s: s.notna().any()) \
-        if keys else pd.Series([pp.first_switch.notna().any()])
+    table["phase_lowest_stage1"] = _per_cell(pp, keys, "phase_lowest_stage1", phases_summary)
+    has_switch = _per_cell(pp, keys, "first_switch", lambda s: any(not pd.isna(v) for v in s))
     md = _keys_display(table, keys)
     md["params"] = [fmt_value(v, "params") for v in table.params]
     if table.non_embedding.notna().any():
         md["non-embedding"] = [fmt_value(v, "params") for v in table.non_embedding]
     md["lowest before switch"] = [fmt_cell(r, "lowest_stage1", "tokens") for _, r in table.iterrows()]
     md["collapse in S1"] = [NA if pd.isna(r.lowest_stage1) else
-                            f"{'✓' if round(r.lowest_stage1) <= COLLAPSED else '✗'} (to {fmt_value(r.lowest_stage1, 'tokens')})"
+                            f"{'✓' if rules.collapsed(r.lowest_stage1) else '✗'} (to "
+                            f"{_tokens_with_phase(r.lowest_stage1, r.phase_lowest_stage1)})"
                             for _, r in table.iterrows()]
     md["after switch"] = [fmt_cell(r, "after_switch", "tokens") if s else "no switch"
                           for (_, r), s in zip(table.iterrows(), has_switch)]
@@ -425,71 +174,125 @@ def size_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.Data
     return md, table
 
 
+def _not_reached(pp: pd.DataFrame, keys: list[str], step: int, column: str) -> list[str]:
+    """Why a cell has no value at `step`: "not reached (running, at 2k)" instead of a bare dash."""
+    def why(block: pd.DataFrame) -> str:
+        short = block[block[column].isna()]
+        if short.empty:
+            return ""
+        return "not reached (" + ", ".join(f"{r.status}, at {step_label(r.reached_step)}" if not pd.isna(r.reached_step)
+                                           else r.status for _, r in short.iterrows()) + ")"
+    return [why(block) for _, block in (pp.groupby(keys, dropna=False, sort=False) if keys else [((), pp)])]
+
+
 def collapse_table(pp: pd.DataFrame, keys: list[str], early: int, late: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = _cells(pp, keys, ["tokens_early", "tokens_late", "ratio", "final_tokens", "positions",
                               "distinct_targets"])
     table["ratio_class"] = [ratio_class(r) for r in table.ratio]
+    table["phase_late"] = _per_cell(pp, keys, "phase_late", phases_summary)
+    table["final_phase"] = _per_cell(pp, keys, "final_phase", phases_summary)
     table["status_late"] = ["{} ({})".format(*token_class(t)) if not pd.isna(t) else NA for t in table.tokens_late]
     table["status_final"] = ["{} ({})".format(*token_class(t)) if not pd.isna(t) else NA for t in table.final_tokens]
     md = _keys_display(table, keys)
-    md[f"tokens @{step_label(early)}"] = [fmt_cell(r, "tokens_early", "tokens") for _, r in table.iterrows()]
-    md[f"tokens @{step_label(late)}"] = [fmt_cell(r, "tokens_late", "tokens") for _, r in table.iterrows()]
+    for step, column in ((early, "tokens_early"), (late, "tokens_late")):
+        md[f"tokens @{step_label(step)}"] = [fmt_cell(r, column, "tokens") if not why else why for (_, r), why
+                                             in zip(table.iterrows(), _not_reached(pp, keys, step, column))]
     md["collapse ratio"] = [fmt_cell(r, "ratio", "ratio") for _, r in table.iterrows()]
     md["class"] = table.ratio_class
     md[f"status @{step_label(late)}"] = table.status_late
+    md[f"phase @{step_label(late)}"] = table.phase_late
     md["final tokens"] = [fmt_cell(r, "final_tokens", "tokens") for _, r in table.iterrows()]
     md["final status"] = table.status_final
-    # The classes were written for 4096+ positions; with fewer, the top classes are out of reach.
-    md["evaluated positions"] = [NA if pd.isna(p) else f"{p:.0f} ({fmt_value(d, 'tokens')} distinct targets)"
-                                 if not pd.isna(d) else f"{p:.0f}" for p, d in zip(table.positions, table.distinct_targets)]
-    md.loc[md["evaluated positions"] == NA, "evaluated positions"] = "unknown"
+    md["final phase"] = table.final_phase
+    md["evaluated positions"] = [
+        "unknown: whether the top classes are reachable cannot be checked" if pd.isna(p) else
+        f"{p:.0f}" + (f" ({fmt_value(d, 'tokens')} distinct targets)" if not pd.isna(d) else "") +
+        (f"; unreachable: {', '.join(unreachable_classes(p))}" if unreachable_classes(p) else "")
+        for p, d in zip(table.positions, table.distinct_targets)]
     md["status"] = table.status
     return md, table
 
 
-def decide(tokens_by_hidden: list[tuple[float, float]]) -> tuple[str, str]:
-    """Seed 000's decision tree ("Does any model stay diverse (>100 tokens)?") with seed 002's patterns.
-    tokens_by_hidden: [(hidden, tokens at the decision step)] sorted by hidden.
-      C  non-monotonic: a larger size falls into a worse status group (Failed < Marginal < Working) than a
-         smaller one (seed 000: "256 (2) -> 512 (100) -> 768 (10) -> 1024 (200)"), or tokens improve with size
-         without any size reaching >100 (seed 002's gradual pattern);
-      A  some size stays diverse and so does every larger one: scaling fixes it, threshold = smallest such;
-      B  no size stays diverse and the largest is in no better status group than the smallest: no threshold."""
-    rank = {status: i for i, status in enumerate(dict.fromkeys(s for _, _, s in TOKEN_CLASSES))}
-    groups = [rank[token_class(t)[1]] for _, t in tokens_by_hidden]
-    if any(later < earlier for i, earlier in enumerate(groups) for later in groups[i + 1:]):
-        return "C", "mixed: non-monotonic in size (a larger model is worse than a smaller one); investigate"
-    diverse = [h for h, t in tokens_by_hidden if t > DIVERSE]
-    if diverse:
-        threshold = diverse[0]
-        if all(t > DIVERSE for h, t in tokens_by_hidden if h >= threshold):
-            return "A", (f"scaling fixes it: hidden ≥ {fmt_value(threshold)} stays diverse (>{DIVERSE} tokens); "
-                         f"use hidden ≥ {fmt_value(threshold)}")
-        return "C", "mixed: non-monotonic in size (a smaller model is diverse, a larger one is not); investigate"
-    if groups[-1] > groups[0]:
-        return "C", (f"mixed: tokens improve with size but none stays above {DIVERSE}; "
-                     f"combine larger models with a reduced LR")
-    return "B", f"no threshold: no size stays above {DIVERSE} tokens; scaling alone does not fix it, adjust the LR"
+def trajectory_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    table = _cells(pp, keys, ["first_collapse", "min_tokens", "min_step", "recovery_factor", "loss_start",
+                              "loss_at_min", "final_tokens"])
+    for column in ("trajectory", "loss_kind"):
+        table[column] = _per_cell(pp, keys, column, label_summary)
+    table["phase_at_min"] = _per_cell(pp, keys, "phase_at_min", phases_summary)
+    table["final_phase"] = _per_cell(pp, keys, "final_phase", phases_summary)
+    md = _keys_display(table, keys)
+    md["first collapse"] = ["never" if pd.isna(r.first_collapse) and not pd.isna(r.min_tokens) else
+                            f"step {fmt_cell(r, 'first_collapse', 'step')}" if not pd.isna(r.first_collapse) else NA
+                            for _, r in table.iterrows()]
+    md["minimum"] = [f"{_tokens_with_phase(r.min_tokens, r.phase_at_min)} @{fmt_cell(r, 'min_step', 'step')}"
+                     if not pd.isna(r.min_tokens) else NA for _, r in table.iterrows()]
+    md["final / minimum"] = [fmt_cell(r, "recovery_factor", "factor") for _, r in table.iterrows()]
+    md["loss into the minimum"] = [f"{fmt_value(r.loss_start, 'loss')} → {fmt_value(r.loss_at_min, 'loss')} "
+                                   f"({r.loss_kind})" if not pd.isna(r.loss_start) and not pd.isna(r.loss_at_min)
+                                   else NA for _, r in table.iterrows()]
+    md["trajectory"] = table.trajectory
+    md["final"] = [_tokens_with_phase(r.final_tokens, r.final_phase) for _, r in table.iterrows()]
+    md["status"] = table.status
+    if (table.n > 1).any():
+        md["seeds"] = table.n
+    return md, table
 
 
-def decision_table(pp: pd.DataFrame, keys: list[str], late: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def arm_keys(keys: list[str]) -> list[str]:
+    """The keys of an intervention sweep's arms: every cell key but the size."""
+    return [k for k in keys if k != "hidden"]
+
+
+def interventions_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """One row per arm (per size, when size is swept too), in the order the sweep declares the arms, and one
+    summary line per size naming the arms that end collapsed and those that do not."""
+    arms = arm_keys(keys)
+    if not arms:
+        return pd.DataFrame(), pd.DataFrame(), []
+    md, table = trajectory_table(pp, keys)
+    md = md.drop(columns=["first collapse", "final / minimum", "loss into the minimum"])
+    summaries = []
+    for size, block in (pp.groupby("hidden", dropna=False, sort=False) if "hidden" in keys else [(None, pp)]):
+        entries = []
+        for arm, seeds in block.groupby(arms, dropna=False, sort=False):
+            arm = arm if isinstance(arm, tuple) else (arm,)
+            waiting = [s for s in seeds.status if s in ("failed", "running", "missing", "no_record")]
+            entries.append({"arm": ", ".join(fmt_value(v) for v in arm), "final_tokens": list(seeds.final_tokens),
+                            "waiting": waiting})
+        prefix = f"hidden={fmt_value(size)}: " if size is not None else ""
+        summaries.append(prefix + intervention_summary(entries, rules))
+    return md, table, summaries
+
+
+def _phase_by_hidden(sizes: list[dict]) -> str:
+    phases = {s["phase"] for s in sizes}
+    if len(phases) == 1:
+        return phases.pop()
+    return "; ".join(f"{fmt_value(s['hidden'])}: {s['phase']}" for s in sizes)
+
+
+def decision_table(pp: pd.DataFrame, keys: list[str], late: int, rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
     if "hidden" not in keys:
         return pd.DataFrame(), pd.DataFrame()
     others = [k for k in keys if k != "hidden"]
-    cells = aggregate(pp, keys, ["tokens_late"])
     rows = []
-    for group, block in (cells.groupby(others, dropna=False, sort=False) if others else [((), cells)]):
+    for group, block in (pp.groupby(others, dropna=False, sort=False) if others else [((), pp)]):
         group = group if isinstance(group, tuple) else (group,)
-        block = block.dropna(subset=["hidden", "tokens_late"]).sort_values("hidden")
-        pairs = list(zip(block.hidden, block.tokens_late))
-        if len(pairs) < 2:
-            outcome, meaning = NA, "needs two or more hidden sizes with tokens at this step"
-        else:
-            outcome, meaning = decide(pairs)
+        sizes = []
+        for hidden, seeds in block.sort_values("hidden", kind="stable").groupby("hidden", sort=False):
+            have = seeds.tokens_late.notna()
+            sizes.append({"hidden": hidden, "tokens": seeds.tokens_late[have].mean() if have.any() else float("nan"),
+                          "seeds": int(have.sum()), "phase": phases_summary(list(seeds.phase_late[have])),
+                          "waiting": [s for s in dict.fromkeys(seeds.status[~have])]})
+        decision = decide_scaling(sizes, rules)
         rows.append({**dict(zip(others, group)), "step": late,
-                     "tokens by hidden": ", ".join(f"{fmt_value(h)}: {fmt_value(t, 'tokens')}" for h, t in pairs),
-                     "diverse (>100)": ", ".join(fmt_value(h) for h, t in pairs if t > DIVERSE) or "none",
-                     "outcome": outcome, "meaning": meaning})
+                     "tokens by hidden": "; ".join(f"{fmt_value(s['hidden'])}: {fmt_value(s['tokens'], 'tokens')}"
+                                                   for s in sizes if s["seeds"]),
+                     "phase by hidden": _phase_by_hidden([s for s in sizes if s["seeds"]]),
+                     f"diverse (>{rules.diverse:g})": ", ".join(fmt_value(s["hidden"]) for s in sizes
+                                                             if s["seeds"] and s["tokens"] > rules.diverse) or "none",
+                     "seeds per size": "/".join(str(s["seeds"]) for s in sizes),
+                     **decision})
     table = pd.DataFrame(rows)
     md = table.copy()
     for k in others:
@@ -550,13 +353,14 @@ def diagnostics_table(dp: pd.DataFrame, keys: list[str], columns: list[str]) -> 
     numbers = [f"{c}@{at}" for at in ("deepest", "final") for c in ["step"] + [c for c, _, _ in shown]]
     table = _cells(dp, keys, numbers + ["unigram_entropy"])
     for at in ("deepest", "final"):
-        table[f"verdict@{at}"] = (dp.groupby(keys, dropna=False, sort=False)[f"verdict@{at}"].agg(_verdicts)
-                                  if keys else pd.Series([_verdicts(dp[f"verdict@{at}"])])).to_numpy()
+        table[f"verdict@{at}"] = _per_cell(dp, keys, f"verdict@{at}", lambda s: _verdicts(pd.Series(s, dtype=object)))
+        table[f"phase@{at}"] = _per_cell(dp, keys, f"phase@{at}", phases_summary)
     md = _keys_display(table, keys)
     for at, name in (("deepest", "deepest"), ("final", "final")):
-        md[f"{name} step"] = [fmt_cell(r, f"step@{at}", "tokens") for _, r in table.iterrows()]
+        md[f"{name} step"] = [fmt_cell(r, f"step@{at}", "step") for _, r in table.iterrows()]
         for column, header, kind in shown:
             md[f"{header} @{name}"] = [fmt_cell(r, f"{column}@{at}", kind) for _, r in table.iterrows()]
+        md[f"phase @{name}"] = table[f"phase@{at}"]
         md[f"verdict @{name}"] = table[f"verdict@{at}"]
     md["status"] = table.status
     if (table.n > 1).any():
@@ -564,19 +368,24 @@ def diagnostics_table(dp: pd.DataFrame, keys: list[str], columns: list[str]) -> 
     return md, table
 
 
-# ---- the command --------------------------------------------------------------------------------------------
+
+
+# ---- all of them --------------------------------------------------------------------------------------------
 TITLES = {
     "points": "Grid points",
     "results": "Results: unique tokens per step",
     "transition": "Transition at each switch",
     "size": "Model size comparison",
     "collapse": "Collapse ratio",
-    "decision": "Decision tree (seeds 000/002)",
+    "trajectory": "Collapse trajectory per cell",
+    "interventions": "Interventions: one row per arm",
+    "decision": "Scaling decision",
     "factorial": "LR switch x WD switch (factorial)",
     "diagnostics": "Collapse diagnostics at the deepest collapse and the final evaluation",
 }
 EMPTY = {
     "transition": "no point has an LR or WD switch (lr=two_stage or wd=two_stage)",
+    "interventions": "needs a sweep over something other than hidden and seed",
     "decision": "needs a sweep over hidden",
     "factorial": "needs the LR x WD factorial: lr=linear,two_stage wd=constant,two_stage (completed points "
                  "in all four cells)",
@@ -585,100 +394,86 @@ EMPTY = {
 }
 
 
-def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: tuple[int, int] | None = None):
-    """{name: (markdown frame, csv frame)} plus the parameters used (steps, early, late, cell keys)."""
-    curves = point_curves(sweep)
-    keys = cell_keys(sweep)
+def phase_note(rules: Rules) -> str:
+    return f"Learning phase: {rules.phase_rule()}."
+
+
+def _check_steps(name: str, steps, evaluated: list[int]) -> None:
+    never = [s for s in steps if s not in evaluated]
+    if never:
+        shown = ", ".join(map(str, evaluated[:12])) + (", ..." if len(evaluated) > 12 else "")
+        raise BadStep(f"{name}: step {', '.join(map(str, never))} was never evaluated by any point "
+                      f"(evaluated steps: {shown or 'none'})")
+
+
+def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: tuple[int, int] | None = None,
+                 rules: Rules = Rules(), pool: bool = False):
+    """({name: (markdown frame, csv frame)}, params): params holds the steps, early, late, cell keys, the
+    per-point frames and `notes` ({table name: [lines printed above it]}: the rules behind its classes).
+    Raises BadStep for a requested step that no point evaluated."""
+    curves = point_curves(sweep, rules)
+    keys, differing = cell_keys(sweep, pool)
+    evaluated = evaluated_steps(curves)
+    if steps:
+        _check_steps("--steps", steps, evaluated)
     steps = sorted(steps) if steps else default_steps(sweep, curves)
-    evaluated = sorted({s for c in curves.values() for s in c.index})
     if collapse_steps:
-        early, late = collapse_steps
-    else:  # seed 002 divides the 4k tokens by the 1k ones, of 10k steps: 10% and 40% of the run
-        total = max([s for s in sweep.points.last_step.dropna()] + evaluated[-1:] or [0])
-        early, late = nearest_step(evaluated, 0.1 * total), nearest_step(evaluated, 0.4 * total)
-    pp = per_point(sweep, curves, steps, early, late, keys)
+        _check_steps("--collapse-steps", collapse_steps, evaluated)
+        (early, late), why = collapse_steps, "as asked (--collapse-steps)"
+    else:
+        early, late, why = default_collapse_steps(sweep, curves)
+    pp = per_point(sweep, curves, steps, early, late, keys, rules)
     tr = per_transition(sweep, curves, keys)
     diagnostics = present_diagnostics(sweep.frame)
     dp = per_point_diagnostics(sweep, curves, keys, diagnostics)
+    md, csv, summaries = interventions_table(pp, keys, rules)
     tables = {
         "points": points_table(sweep),
         "results": results_table(pp, keys, steps),
         "transition": transition_table(tr, keys),
-        "size": size_table(pp, keys),
+        "size": size_table(pp, keys, rules),
         "collapse": collapse_table(pp, keys, early, late),
-        "decision": decision_table(pp, keys, late),
+        "trajectory": trajectory_table(pp, keys),
+        "interventions": (md, csv),
+        "decision": decision_table(pp, keys, late, rules),
         "factorial": factorial_table(sweep, pp, keys),
         "diagnostics": diagnostics_table(dp, keys, diagnostics),
     }
-    return tables, {"steps": steps, "early": early, "late": late, "keys": keys, "per_point": pp,
-                    "diagnostics": diagnostics, "per_point_diagnostics": dp}
+    phase = phase_note(rules)
+    notes = {
+        "transition": [phase],
+        "size": [f"Collapse in S1: at most {rules.collapse_level:g} unique tokens before the switch.", phase],
+        "collapse": [f"Collapse ratio = tokens at step {step_label(late)} / tokens at step {step_label(early)} ({why}); "
+                     f"classes: <0.2 strong, 0.2-0.5 moderate, 0.5-0.8 minimal collapse, 0.8-1 stable, >1 rising. "
+                     f"Status: 1-5 complete, 6-10 severe, 11-30 partial collapse, 31-100 questionable, 101-500 "
+                     f"acceptable, 500+ very good; a class needing more distinct predictions than evaluated "
+                     f"positions is unreachable.", phase],
+        "trajectory": [f"Trajectory: {trajectory_rule(rules)}. Minimum: the fewest unique tokens (first on ties); "
+                       f"loss into the minimum: from the first row with a loss to the minimum's row (eval loss when "
+                       f"the runs have one, else training loss).", phase],
+        "interventions": [f"Summary: {line}" for line in summaries] + [f"Trajectory: {trajectory_rule(rules)}.", phase],
+        "decision": [f"Rule: {scaling_rule(rules)}. The first seed note says diverse = >100 tokens, the second "
+                     f"takes 50+ at 768 as the threshold: set it with --diverse. Flags: non-monotonic; smallest "
+                     f"size already diverse; fewer than {rules.min_seeds} seeds per size."],
+        "factorial": ["Effects on the cell means of completed points, 95% t intervals (pooled within-cell "
+                      "variance); interaction = difference of differences."],
+        "diagnostics": [f"Deepest collapse = the evaluation with the fewest unique tokens (ties: the earliest). Verdict: "
+                        f"unigram phase = |loss gap| < {UNIGRAM_GAP} nats and <= {FEW_TOKENS} tokens; representation "
+                        f"collapse = hidden cos > {COSINE_HIGH}; weights churning = flip rate > {CHURN_FACTOR:g}x the "
+                        f"point's median; greedy output loops = greedy rep3 >= {REPEAT_HIGH}. Empty cells: not measured "
+                        f"at that row.", phase],
+    }
+    if differing:
+        notes["points"] = [
+            f"Points that differ in {', '.join(differing)} (not only in seed) are "
+            + ("POOLED as seeds anyway (--pool)." if pool else "kept in separate cells; --pool averages them as seeds.")]
+    notes["points"] = notes.get("points", []) + data_errors(pp)
+    return tables, {"steps": steps, "early": early, "late": late, "why": why, "keys": keys, "differing": differing,
+                    "per_point": pp, "diagnostics": diagnostics, "per_point_diagnostics": dp, "notes": notes,
+                    "rules": rules, "curves": curves}
 
 
-def render(sweep: Sweep, tables: dict, params: dict) -> str:
-    counts = sweep.points.status.value_counts()
-    lines = [f"{len(sweep.points)} grid points: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."]
-    for _, p in sweep.unfinished.iterrows():
-        where = f" (expected at {p.folder})" if p.folder and p.status == "missing" else ""
-        lines.append(f"- {p.point}: {p.status}{where}")
-    lines += [f"- {w}" for w in sweep.warnings]
-    text = "\n".join(lines) + "\n"
-    for name, (md, _) in tables.items():
-        text += f"\n## {TITLES[name]}\n\n"
-        if name == "collapse":
-            text += (f"tokens at step {params['late']} / tokens at step {params['early']}; classes: <0.2 strong, "
-                     f"0.2-0.5 moderate, 0.5-0.8 minimal, >0.8 stable (seed 002).\n\n")
-        if name == "factorial" and len(md):
-            text += ("Effects on the cell means of completed points, 95% t intervals (pooled within-cell "
-                     "variance); interaction = difference of differences.\n\n")
-        if name == "diagnostics" and len(md):
-            text += (f"Deepest collapse = the evaluation with the fewest unique tokens (ties: the earliest). Verdict: "
-                     f"unigram phase = |loss gap| < {UNIGRAM_GAP} nats and <= {FEW_TOKENS} tokens; representation "
-                     f"collapse = hidden cos > {COSINE_HIGH}; weights churning = flip rate > {CHURN_FACTOR:g}x the "
-                     f"point's median; greedy output loops = greedy rep3 >= {REPEAT_HIGH}. Empty cells: not measured "
-                     f"at that row.\n\n")
-        text += (to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name, 'no rows')}.") + "\n"
-    return text
+if __name__ == "__main__":  # `python -m analysis.tables`: the command lives in analysis/report.py
+    from analysis.report import main
 
-
-def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bool = True) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (md, csv) in tables.items():
-        (out / f"{name}.md").write_text((to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name)}.") + "\n")
-        csv.to_csv(out / f"{name}.csv", index=False)
-        written += [out / f"{name}.md", out / f"{name}.csv"]
-    (out / "tables.md").write_text(render(sweep, tables, params))
-    written.append(out / "tables.md")
-    if plots:
-        from analysis.plots import save_plots
-
-        written += save_plots(sweep, out, params["early"], params["late"], params["keys"], params["per_point"])
-    return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="hydra.sweep.dir of a -m run")
-    parser.add_argument("--steps", nargs="+", type=int, help="steps of the results table (default: a handful "
-                        "of evenly spaced evaluated steps)")
-    parser.add_argument("--collapse-steps", nargs=2, type=int, metavar=("EARLY", "LATE"),
-                        help="collapse ratio = tokens(LATE) / tokens(EARLY); also the decision-tree step "
-                             "(default: the evaluations nearest 10%% and 40%% of the run, seed 002's 1k/4k of 10k)")
-    parser.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/analysis)")
-    parser.add_argument("--no-plots", action="store_true", help="tables only")
-    args = parser.parse_args(argv)
-    try:
-        sweep = load_sweeps(args.sweep_dirs)
-    except NotASweep as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    tables, params = build_tables(sweep, args.steps, tuple(args.collapse_steps) if args.collapse_steps else None)
-    print(render(sweep, tables, params))
-    out = args.out or Path(args.sweep_dirs[0]) / "analysis"
-    written = write_outputs(sweep, tables, params, out, plots=not args.no_plots)
-    print(f"wrote {len(written)} files to {out}")
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

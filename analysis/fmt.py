@@ -1,0 +1,58 @@
+"""How numbers and steps are written in the tables and plots: one place, so that every table agrees."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+NA = "–"
+FORMATS = {"loss": "{:.2f}", "effect": "{:+.3f}", "cos": "{:.3f}", "eff": "{:.1f}", "rate": "{:.3g}",
+           "pct": "{:.1f}%", "factor": "{:.1f}x", "ratio": "{:.2f}"}
+
+
+def missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def step_label(step) -> str:
+    if missing(step):
+        return NA
+    step = int(step)
+    return f"{step // 1000}k" if step >= 1000 and step % 1000 == 0 else str(step)
+
+
+def fmt_value(value, kind: str = "g") -> str:
+    if missing(value):
+        return NA
+    if kind in FORMATS:
+        return FORMATS[kind].format(value)
+    if kind == "step":  # a mean over seeds may fall between evaluations
+        return step_label(value) if float(value).is_integer() else f"{value:.0f}"
+    if kind == "tokens":
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+    if kind == "drop":  # a sign only when it is a rise: "-3.02", "+0.40", "0.00"
+        return f"{value:+.2f}" if value > 0 else f"{value:.2f}"
+    if kind == "params":
+        for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+            if abs(value) >= scale:
+                return f"{value / scale:.3g}{suffix}"
+        return f"{value:.0f}"
+    return str(value)  # floats as Python writes them: 0.0015, 0.0 (the seeds write "WD 0.1→0.0")
+
+
+def fmt_cell(row, column: str, kind: str) -> str:
+    """`mean` alone for one seed, `mean [lo, hi]` for several."""
+    text = fmt_value(row[column], kind)
+    lo, hi = row.get(f"{column}_lo"), row.get(f"{column}_hi")
+    if text != NA and lo is not None and not pd.isna(lo):
+        text += f" [{fmt_value(lo, kind)}, {fmt_value(hi, kind)}]"
+    return text
+
+
+def fmt_int(value) -> str:
+    return NA if missing(value) else str(int(value))
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, disable_numparse=True) if len(frame) else "(no rows)"

@@ -1,0 +1,258 @@
+"""Every class and verdict the analysis prints, with its thresholds: the bottom layer (no pandas frames, no
+files). Each rule takes plain numbers and returns a label; `Rules` holds the thresholds a user may override
+(`python -m analysis.tables --help`), and every rule has a one-line description printed beside its results.
+
+Token-count classes and collapse-ratio bands are the seeds' (a small ternary LM's unique next-token predictions
+over held-out positions); the learning phase is bitnet.phases'; the rest is documented in analysis/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bitnet.phases import CONTEXTUAL_MARGIN, NEAR_UNIFORM_SHARE, UNKNOWN, learning_phase, phase_rule
+
+# Collapse ratio = tokens(LATE) / tokens(EARLY): the seeds' bands, plus "rising" above 1 (tokens grew: a
+# recovery is not stability).
+RATIO_CLASSES = [(0.2, "strong collapse"), (0.5, "moderate collapse"), (0.8, "minimal collapse"), (1.0, "stable"),
+                 (math.inf, "rising")]
+# Unique-token counts: upper bound (inclusive), interpretation, status.
+TOKEN_CLASSES = [(5, "complete collapse", "❌ Failed"), (10, "severe collapse", "❌ Failed"),
+                 (30, "partial collapse", "⚠️ Marginal"), (100, "questionable", "⚠️ Marginal"),
+                 (500, "acceptable", "✅ Working"), (math.inf, "very good", "✅ Working")]
+
+DIVERSE = 100         # tokens: "stays diverse" above this (the first seed note's ">100"; the other one says 50)
+COLLAPSE_LEVEL = 10   # tokens: collapsed at or below this (the end of the "complete" and "severe collapse" classes)
+MIN_SEEDS = 3         # a verdict on fewer seeds per cell is flagged
+
+# The collapse diagnostics' verdict thresholds (see `verdict`).
+UNIGRAM_GAP = 0.1     # nats: |eval loss - unigram entropy| below this is "at the unigram loss"
+FEW_TOKENS = 30       # the collapse classes (complete, severe, partial collapse) end at 30 tokens
+COSINE_HIGH = 0.9     # mean cosine of final hidden states across positions
+CHURN_FACTOR = 2.0    # flip rate above this many times the point's own median flip rate
+REPEAT_HIGH = 0.5     # share of greedy trigrams already seen earlier in the same continuation
+
+FAILED = ("failed", "running", "missing", "no_record")  # statuses with no final result (yet)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The thresholds in force; every field is a command-line option of `python -m analysis.tables`."""
+    diverse: float = DIVERSE
+    collapse_level: float = COLLAPSE_LEVEL
+    near_uniform_share: float = NEAR_UNIFORM_SHARE
+    contextual_margin: float = CONTEXTUAL_MARGIN
+    min_seeds: int = MIN_SEEDS
+
+    def phase(self, eval_loss, ln_vocab, unigram_entropy) -> str:
+        return learning_phase(eval_loss, ln_vocab, unigram_entropy, near_uniform_share=self.near_uniform_share,
+                              contextual_margin=self.contextual_margin)
+
+    def phase_rule(self) -> str:
+        return phase_rule(self.near_uniform_share, self.contextual_margin)
+
+    def collapsed(self, tokens) -> bool:
+        return _ok(tokens) and round(tokens) <= self.collapse_level
+
+
+def _ok(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+# ---- classes of one number --------------------------------------------------------------------------------
+def ratio_class(ratio) -> str:
+    """<0.2 strong, [0.2, 0.5) moderate, [0.5, 0.8] minimal collapse (0.80 -> minimal), (0.8, 1] stable,
+    >1 rising."""
+    if not _ok(ratio):
+        return "–"
+    for bound, name in RATIO_CLASSES:
+        if ratio < bound or (bound in (0.8, 1.0) and ratio == bound):
+            return name
+    return RATIO_CLASSES[-1][1]
+
+
+def token_class(tokens) -> tuple[str, str]:
+    """(interpretation, status) of a unique-token count; a mean over seeds is rounded first."""
+    if not _ok(tokens):
+        return "–", "–"
+    tokens = round(tokens)
+    for bound, name, status in TOKEN_CLASSES:
+        if tokens <= bound:
+            return name, status
+    return TOKEN_CLASSES[-1][1:]
+
+
+def token_class_rank(tokens) -> int:
+    tokens = round(tokens)
+    return next(i for i, (bound, _, _) in enumerate(TOKEN_CLASSES) if tokens <= bound)
+
+
+def unreachable_classes(positions) -> list[str]:
+    """The token classes that need more distinct predictions than `positions` evaluated positions allow."""
+    if not _ok(positions):
+        return []
+    lower = [0] + [bound for bound, _, _ in TOKEN_CLASSES[:-1]]  # a class starts above the previous bound
+    return [name for low, (_, name, _) in zip(lower, TOKEN_CLASSES) if low + 1 > positions]
+
+
+def label_summary(labels: list[str]) -> str:
+    """One cell's labels over seeds: `x` when they agree, `x 2/3, y 1/3` when not; empty labels are skipped."""
+    labels = [label for label in labels if label]
+    if not labels:
+        return "–"
+    if len(set(labels)) == 1:
+        return labels[0]
+    return ", ".join(f"{label} {labels.count(label)}/{len(labels)}" for label in dict.fromkeys(labels))
+
+
+def phases_summary(phases: list[str]) -> str:
+    """label_summary of learning phases, with "phase unknown" written out (never a bare "unknown")."""
+    return label_summary(["phase unknown" if p == UNKNOWN else p for p in phases if p])
+
+
+# ---- one point's trajectory ---------------------------------------------------------------------------------
+NEVER = "never collapsed"
+STAYED = "collapsed and stayed"
+RECOVERED = "collapsed and recovered"
+AFTER_SWITCH = "recovered only after a switch"
+
+
+def trajectory_rule(rules: Rules) -> str:
+    return (f"collapsed = at most {rules.collapse_level:g} unique tokens; recovered = above it again at a later "
+            f"evaluation and at the last one; \"{AFTER_SWITCH}\" when it first climbs above it after the "
+            f"LR/WD switch; an unfinished point's class ends in \"(so far)\"")
+
+
+def trajectory_class(tokens_by_step: list[tuple[int, float]], rules: Rules, switch_step=None,
+                     finished: bool = True) -> str:
+    """never collapsed / collapsed and stayed / collapsed and recovered / recovered only after a switch, from
+    the evaluations [(step, unique tokens)] in step order; "" with no evaluation."""
+    curve = [(s, t) for s, t in tokens_by_step if _ok(t)]
+    if not curve:
+        return ""
+    suffix = "" if finished else " (so far)"
+    first = next((i for i, (_, t) in enumerate(curve) if rules.collapsed(t)), None)
+    if first is None:
+        return NEVER + suffix
+    if rules.collapsed(curve[-1][1]):
+        return STAYED + suffix
+    climbed = next(s for s, t in curve[first:] if not rules.collapsed(t))
+    if switch_step is not None and climbed > switch_step and curve[first][0] <= switch_step:
+        return AFTER_SWITCH + suffix
+    return RECOVERED + suffix
+
+
+# ---- the scaling decision -----------------------------------------------------------------------------------
+def scaling_rule(rules: Rules) -> str:
+    return (f"at the late step, per hidden size (mean over seeds): diverse = more than {rules.diverse:g} tokens, "
+            f"collapsed = at most {rules.collapse_level:g}. A: sizes from X up diverse, every smaller size "
+            f"collapsed; B: none diverse and tokens do not rise with size; C: non-monotonic (a larger size in a "
+            f"lower token class), gradual (diverse sizes above an in-between one) or plateau (tokens rise with "
+            f"size, none diverse); decided only when every size has a value at that step")
+
+
+def decide_scaling(sizes: list[dict], rules: Rules) -> dict:
+    """sizes: [{hidden, tokens (mean over seeds, NaN when no point has it), seeds (n with a value), waiting
+    (["failed", "running"...] of the size's points without a value)}] in hidden order.
+    Returns {outcome, pattern, meaning, flags}."""
+    waiting = [f"{_num(s['hidden'])} ({', '.join(s['waiting'])})" for s in sizes if s["waiting"]]
+    if waiting:
+        return {"outcome": "undecided", "pattern": "–", "flags": "",
+                "meaning": f"undecided: waiting for {', '.join(waiting)}"}
+    if len(sizes) < 2:
+        return {"outcome": "undecided", "pattern": "–", "flags": "",
+                "meaning": "undecided: needs two or more hidden sizes"}
+    hidden = [s["hidden"] for s in sizes]
+    tokens = [s["tokens"] for s in sizes]
+    flags = []
+    if min(s["seeds"] for s in sizes) < rules.min_seeds:
+        flags.append(f"decided on fewer than {rules.min_seeds} seeds per size")
+    ranks = [token_class_rank(t) for t in tokens]
+    diverse = [t > rules.diverse for t in tokens]
+    if diverse[0]:
+        flags.insert(0, "smallest size already diverse")
+    if any(later < earlier for i, earlier in enumerate(ranks) for later in ranks[i + 1:]):
+        worse = next(h for i, h in enumerate(hidden) if any(ranks[i] < r for r in ranks[:i]))
+        flags.insert(0, "non-monotonic")
+        return {"outcome": "C", "pattern": "non-monotonic", "flags": "; ".join(flags),
+                "meaning": f"mixed: hidden {_num(worse)} falls into a lower token class than a smaller size; "
+                           f"check the runs, then investigate"}
+    if all(diverse):
+        return {"outcome": "–", "pattern": "no collapse at any size", "flags": "; ".join(flags),
+                "meaning": "every size stays diverse: this grid cannot show a size threshold (try smaller sizes "
+                           "or a longer run)"}
+    rising = all(b > a for a, b in zip(tokens, tokens[1:]))
+    if any(diverse):
+        x = hidden[diverse.index(True)]
+        below = [t for h, t in zip(hidden, tokens) if h < x]
+        if all(rules.collapsed(t) for t in below):
+            return {"outcome": "A", "pattern": f"monotonic, threshold at {_num(x)}", "flags": "; ".join(flags),
+                    "meaning": f"scaling fixes it: hidden ≥ {_num(x)} stays diverse, every smaller size collapses"}
+        return {"outcome": "C", "pattern": "gradual", "flags": "; ".join(flags),
+                "meaning": f"mixed: tokens rise with size without a sharp threshold (hidden ≥ {_num(x)} diverse, "
+                           f"smaller sizes in between); combine a larger model with a reduced LR"}
+    if rising:
+        return {"outcome": "C", "pattern": "plateau" if rules.collapsed(tokens[-1]) else "gradual, none diverse",
+                "flags": "; ".join(flags),
+                "meaning": f"mixed: tokens rise with size but no size stays above {rules.diverse:g}; size alone is "
+                           f"not enough, adjust the LR"}
+    return {"outcome": "B", "pattern": "flat", "flags": "; ".join(flags),
+            "meaning": f"no threshold: no size stays above {rules.diverse:g} tokens and tokens do not rise with "
+                       f"size; scaling alone does not fix it, adjust the LR"}
+
+
+def _num(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+# ---- interventions ------------------------------------------------------------------------------------------
+def intervention_summary(arms: list[dict], rules: Rules) -> str:
+    """arms: [{arm, final_tokens (one per seed, NaN when unfinished), waiting}] in declared order. One line
+    naming the arms that end collapsed (every seed at most the collapse level at its last evaluation) and
+    those that do not."""
+    waiting = [f"{a['arm']} ({', '.join(a['waiting'])})" for a in arms if a["waiting"]]
+    if waiting:
+        return f"undecided: waiting for {', '.join(waiting)}"
+    ends = [a["arm"] for a in arms if all(rules.collapsed(t) for t in a["final_tokens"])]
+    avoids = [a["arm"] for a in arms if not any(rules.collapsed(t) for t in a["final_tokens"])]
+    mixed = [a["arm"] for a in arms if a["arm"] not in ends + avoids]
+    rule = f"(ends collapsed = at most {rules.collapse_level:g} unique tokens at the last evaluation)"
+    if not avoids and not mixed:
+        return f"every arm ends collapsed: {', '.join(ends)} {rule}"
+    parts = [f"{'only ' if len(avoids) == 1 and ends else ''}{', '.join(avoids)} "
+             f"{'avoids' if len(avoids) == 1 else 'avoid'} ending collapsed" if avoids else "",
+             f"{', '.join(ends)} {'ends' if len(ends) == 1 else 'end'} collapsed" if ends else "",
+             f"{', '.join(mixed)}: seeds disagree" if mixed else ""]
+    text = "; ".join(p for p in parts if p)
+    return text[0].upper() + text[1:] + f" {rule}"
+
+
+# ---- the collapse diagnostics' verdict ----------------------------------------------------------------------
+def verdict(values: dict, flip_median: float | None = None) -> list[str]:
+    """What one evaluation row's diagnostics say, as short tags; a rule whose inputs are empty is skipped.
+
+      unigram phase            |loss_gap| < UNIGRAM_GAP (0.1 nats) and unique tokens <= FEW_TOKENS (30)
+      representation collapse  hidden_cosine > COSINE_HIGH (0.9)
+      weights churning         flip_rate > CHURN_FACTOR (2) x flip_median, the point's median flip rate
+      greedy output loops      greedy_repeat3 >= REPEAT_HIGH (0.5)
+
+    With none of them: "few tokens, no diagnostic signal" at <= 30 unique tokens, else "no collapse signal";
+    no unique-token count at all gives []."""
+    tokens = values.get("unique_tokens")
+    if not _ok(tokens):
+        return []
+    tags = []
+    gap, cosine = values.get("loss_gap"), values.get("hidden_cosine")
+    flip, repeat = values.get("flip_rate"), values.get("greedy_repeat3")
+    if _ok(gap) and abs(gap) < UNIGRAM_GAP and tokens <= FEW_TOKENS:
+        tags.append("unigram phase")
+    if _ok(cosine) and cosine > COSINE_HIGH:
+        tags.append("representation collapse")
+    if _ok(flip) and _ok(flip_median) and flip > CHURN_FACTOR * flip_median:
+        tags.append("weights churning")
+    if _ok(repeat) and repeat >= REPEAT_HIGH:
+        tags.append("greedy output loops")
+    if not tags:
+        tags.append("few tokens, no diagnostic signal" if tokens <= FEW_TOKENS else "no collapse signal")
+    return tags
