@@ -1,10 +1,12 @@
-"""The analysis package: a tiny real sweep through the loader, the tables command, the plots and the notebook;
-a partial sweep; the seed-001 fixture sweep against the seeds' own transition and recovery figures; the collapse
-diagnostics table and plot (issue 6) against the real sweep's CSVs, and their absence on the seed-001 fixture."""
+"""The analysis package on a tiny real sweep: the loader, the tables command, the plots and the notebook; a
+partial sweep; the seed-001 fixture sweep against the seeds' own transition and recovery figures; the collapse
+diagnostics table and plot against the real sweep's CSVs, and their absence on the seed-001 fixture. The
+verdicts on the seeds' other tables and on odd sweeps: tests/test_analysis_verdicts.py."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -18,7 +20,9 @@ import yaml
 from analysis import NotASweep, load_sweeps
 from analysis.stats import factorial_effects, mean_ci, t975
 from analysis.plots import diagnostic_panels, plot_diagnostics, save_plots
-from analysis.tables import build_tables, decide, ratio_class, render, token_class, verdict
+from analysis.report import render
+from analysis.rules import Rules, decide_scaling, ratio_class, token_class, verdict
+from analysis.tables import build_tables
 from conftest import REPO_ROOT, TINY, run_cli
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "seed001_sweep"
@@ -71,6 +75,19 @@ def test_loader_one_row_per_point_and_step(tiny_sweep):
         assert set(rows.params_total) == {record["params"]["total"]}
         assert set(rows.wd_switch) == {10} and rows["wd.name"].eq("two_stage").all()
     assert {"seed", "lr.peak", "wd.value", "model.quant", "status", "folder", "eval_loss"} <= set(frame.columns)
+
+
+def test_softmax_entropy_and_ln_vocab(tiny_sweep):
+    """The predicted distribution's entropy starts near ln(V) (an untrained model predicts almost uniformly) and
+    never exceeds it; run.json records ln(V) for the phase rule."""
+    for hidden in (32, 48):
+        record = json.loads((point_dir(tiny_sweep, hidden) / "run.json").read_text())
+        assert record["ln_vocab"] == pytest.approx(math.log(record["vocab_size"]))
+        csv = pd.read_csv(point_dir(tiny_sweep, hidden) / "metrics.csv").set_index("step")
+        assert list(csv.columns[:2]) == ["loss", "unique_tokens"]  # step, loss, unique_tokens stay first
+        assert csv.at[0, "softmax_entropy"] == pytest.approx(record["ln_vocab"], abs=0.05)
+        assert ((csv.softmax_entropy > 0) & (csv.softmax_entropy <= record["ln_vocab"] + 1e-6)).all()
+        assert csv.softmax_entropy.iloc[-1] < csv.softmax_entropy.iloc[0]
 
 
 def test_loader_tolerates_extra_columns(tiny_sweep, tmp_path):
@@ -129,7 +146,8 @@ def test_tables_match_the_csvs(tiny_sweep, tmp_path):
     assert "256 (" in (out / "collapse.md").read_text()  # the evaluated positions, stated beside the class
 
     decision = pd.read_csv(out / "decision.csv")
-    assert len(decision) == 1 and decision.outcome[0] in "ABC"
+    sizes = [{"hidden": h, "tokens": csv[h].at[20, "unique_tokens"], "seeds": 1, "waiting": []} for h in (32, 48)]
+    assert len(decision) == 1 and decision.outcome[0] == decide_scaling(sizes, Rules())["outcome"]
     assert "Not applicable" in (out / "factorial.md").read_text()
     for name in ("tokens.png", "loss.png", "collapse_ratio.png", "diagnostics.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -197,8 +215,8 @@ def test_seed001_fixture_reproduces_the_seeds_tables(tmp_path):
     assert all(row[1:3] == ["WD 0.1→0.0 @5k", "5k → 6k"] for row in md_rows((out / "transition.md").read_text()))
     # Seed 001, "Model Size Comparison".
     size = {row[0]: row[1:] for row in md_rows((out / "size.md").read_text())}
-    assert size["256"] == ["28M", "2", "✓ (to 2)", "10", "✓ (to 10)", "13", "completed"]
-    assert size["768"] == ["257M", "2", "✓ (to 2)", "8", "✓ (to 8)", "12", "completed"]
+    assert size["256"] == ["28M", "2", "✓ (to 2, phase unknown)", "10", "✓ (to 10)", "13", "completed"]
+    assert size["768"] == ["257M", "2", "✓ (to 2, phase unknown)", "8", "✓ (to 8)", "12", "completed"]
     assert [size[h][0] for h in ("512", "1024")] == ["114M", "458M"]
     # Seed 002's collapse ratio (4k / 1k) and classes; the seeds do not say how many positions they scored.
     collapse = pd.read_csv(out / "collapse.csv").set_index("hidden")
@@ -206,28 +224,28 @@ def test_seed001_fixture_reproduces_the_seeds_tables(tmp_path):
     assert set(collapse.ratio_class) == {"strong collapse"}
     assert set(collapse.status_late) == {"complete collapse (❌ Failed)"}
     assert collapse.status_final.to_dict() == {h: "partial collapse (⚠️ Marginal)" for h in (256, 512, 768, 1024)}
-    assert all(row[-2] == "unknown" for row in md_rows((out / "collapse.md").read_text()))
+    assert all(row[-2].startswith("unknown: ") for row in md_rows((out / "collapse.md").read_text()))
     # Every size at 2 tokens at 4k: seed 002's Pattern B, "no scaling help" (seed 001's own conclusion).
     decision = pd.read_csv(out / "decision.csv")
-    assert decision.outcome.tolist() == ["B"] and decision["tokens by hidden"][0] == "256: 2, 512: 2, 768: 2, 1024: 2"
+    assert decision.outcome.tolist() == ["B"] and decision["tokens by hidden"][0] == "256: 2; 512: 2; 768: 2; 1024: 2"
 
 
 def test_default_steps_and_collapse_steps_on_the_fixture():
     sweep = load_sweeps(FIXTURE)
     tables, params = build_tables(sweep)
-    assert (params["early"], params["late"]) == (1000, 4000)  # seed 002's 1k and 4k of 10k
+    assert (params["early"], params["late"]) == (1000, 4000)  # seed 002's 1k and 4k
     assert {5000, 6000, 10000} <= set(params["steps"])  # either side of the switch, and the last step
     header = tables["results"][0].columns.tolist()
     assert header.index("Stage 2→") == header.index("step 5k") + 1
 
 
 def test_seed001_fixture_has_no_diagnostics(tmp_path):
-    """Runs from before issue 6: no diagnostics table (a one-line note) and no diagnostics.png; the rest works."""
+    """Runs without the diagnostic columns: no diagnostics table (a one-line note) and no diagnostics.png."""
     sweep = load_sweeps(FIXTURE)
     tables, params = build_tables(sweep)
     assert params["diagnostics"] == [] and tables["diagnostics"][0].empty
     assert diagnostic_panels(sweep) == [] and plot_diagnostics(sweep) is None
-    written = save_plots(sweep, tmp_path, params["early"], params["late"], params["keys"], params["per_point"])
+    written = save_plots(sweep, tmp_path, params)
     assert sorted(p.name for p in written) == ["collapse_ratio.png", "loss.png", "tokens.png"]
     assert not (tmp_path / "diagnostics.png").exists()
     section = render(sweep, tables, params).split("\n## Collapse diagnostics", 1)[1].strip().splitlines()
@@ -236,17 +254,12 @@ def test_seed001_fixture_has_no_diagnostics(tmp_path):
 
 # ---- classes and statistics ---------------------------------------------------------------------------------------
 def test_classes_follow_the_seeds():
-    assert [ratio_class(r) for r in (0.11, 0.2, 0.25, 0.5, 0.8, 0.91)] == [
+    assert [ratio_class(r) for r in (0.11, 0.2, 0.25, 0.5, 0.8, 0.91, 1.0, 1.01, 6.0)] == [
         "strong collapse", "moderate collapse", "moderate collapse", "minimal collapse", "minimal collapse",
-        "stable"]
+        "stable", "stable", "rising", "rising"]  # a ratio above 1 is a rise, not stability
     assert [token_class(t)[0] for t in (1, 5, 6, 10, 11, 30, 31, 100, 101, 500, 501)] == [
         "complete collapse", "complete collapse", "severe collapse", "severe collapse", "partial collapse",
         "partial collapse", "questionable", "questionable", "acceptable", "acceptable", "very good"]
-    hidden = [256, 512, 768, 1024]
-    assert decide(list(zip(hidden, [2, 10, 80, 300])))[0] == "A"   # seed 002 Pattern A
-    assert decide(list(zip(hidden, [2, 3, 2, 2])))[0] == "B"       # seed 002 Pattern B
-    assert decide(list(zip(hidden, [2, 100, 10, 200])))[0] == "C"  # seed 000 non-monotonic example
-    assert decide(list(zip(hidden, [2, 8, 40, 60])))[0] == "C"     # improves, never diverse
 
 
 def test_mean_ci_and_factorial_effects():
@@ -310,22 +323,39 @@ def test_factorial_table_from_a_typed_factorial_sweep(tmp_path):
 
 
 # ---- the notebook --------------------------------------------------------------------------------------------------
-def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, monkeypatch):
+def run_notebook(sweep_dir: Path, figures: Path, monkeypatch) -> list:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("BITNET_SWEEP", str(tiny_sweep))
+    monkeypatch.setenv("BITNET_SWEEP", str(sweep_dir))
+    monkeypatch.setenv("BITNET_FIGURES", str(figures))
     notebook = nbformat.read(REPO_ROOT / "analysis" / "sweep_analysis.ipynb", as_version=4)
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the three plots, then diagnostics
+    return outputs
+
+
+def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, tmp_path, monkeypatch):
+    outputs = run_notebook(tiny_sweep, tmp_path, monkeypatch)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # tokens, loss, collapse ratio, diagnostics
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["collapse_ratio.png", "diagnostics.png", "loss.png",
+                                                          "tokens.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in tmp_path.iterdir())
     assert any("hidden cos @deepest" in o.get("text", "") for o in outputs)
     assert any("hidden=48" in str(o.get("data", {}).get("text/plain", "")) for o in outputs)
 
 
+def test_notebook_on_the_interventions_fixture_saves_no_empty_collapse_plot(tmp_path, monkeypatch):
+    outputs = run_notebook(REPO_ROOT / "tests" / "fixtures" / "seed004_sweep", tmp_path, monkeypatch)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "tokens.png"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "Only reduced_lr avoids ending collapsed" in text and "does not vary hidden" in text
+
+
 # ---- collapse diagnostics (issue 6) ---------------------------------------------------------------------------
-DIAG = ["unique_tokens", "loss_gap", "hidden_cosine", "effective_tokens", "flip_rate", "zero_frac", "greedy_repeat3"]
+DIAG = ["unique_tokens", "loss_gap", "hidden_cosine", "effective_tokens", "softmax_entropy", "flip_rate", "zero_frac",
+        "greedy_repeat3"]
 
 
 def same(a, b) -> bool:
@@ -354,8 +384,8 @@ def test_diagnostics_table_matches_the_csvs(tiny_sweep, tmp_path):
     assert set(sweep.points.unigram_entropy) == {json.loads((point_dir(tiny_sweep, 32) / "run.json").read_text())[
         "unigram_entropy"]}
     tables, params = build_tables(sweep)
-    assert params["diagnostics"] == ["loss_gap", "hidden_cosine", "effective_tokens", "flip_rate", "zero_frac",
-                                     "greedy_repeat3"]
+    assert params["diagnostics"] == ["loss_gap", "hidden_cosine", "effective_tokens", "softmax_entropy", "flip_rate",
+                                     "zero_frac", "greedy_repeat3"]
     md, table = tables["diagnostics"]
     check_diagnostics_rows(tiny_sweep, table)
     csv = pd.read_csv(point_dir(tiny_sweep, 32) / "metrics.csv").set_index("step")
@@ -363,7 +393,8 @@ def test_diagnostics_table_matches_the_csvs(tiny_sweep, tmp_path):
     assert csv.flip_rate.isna().tolist() == [True, False, False]       # nothing to compare with at step 0
     assert csv.loss_gap.to_numpy() == pytest.approx(csv.eval_loss.to_numpy() - sweep.points.unigram_entropy[0],
                                                     abs=1e-4)
-    shown = ("tokens", "loss gap", "hidden cos", "eff. tokens", "flip rate", "zero frac", "greedy rep3", "verdict")
+    shown = ("tokens", "loss gap", "hidden cos", "eff. tokens", "softmax entropy", "flip rate", "zero frac",
+             "greedy rep3", "phase", "verdict")
     assert md.columns.tolist() == ["hidden"] + [c for at in ("deepest", "final")
                                                 for c in [f"{at} step"] + [f"{h} @{at}" for h in shown]] + ["status"]
     first = table.iloc[0]
