@@ -294,3 +294,31 @@ def test_piping_into_head_is_quiet(tmp_path):
     result = subprocess.run(command, shell=True, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "20 grid points: 20 completed." and result.stderr == ""
     assert (tmp_path / "decision.md").exists()  # the files are written before anything is printed
+
+
+# ---- plots --------------------------------------------------------------------------------------------------
+def test_plots_keep_their_axes_wide_and_label_what_they_draw(tmp_path):
+    from analysis.plots import plot_collapse, plot_loss, plot_tokens
+
+    smoothed = [{"step": 0, "loss": None, "unique_tokens": 40, "eval_loss": 6.2},
+                {"step": 100, "loss": 5.5, "unique_tokens": 4, "eval_loss": 5.6}]
+    sweep_dir = write_sweep(tmp_path / "s", [
+        ("arm=plain", {"arm": "plain"}, {"ln_vocab": 6.24, "unigram_entropy": 5.2}, smoothed),
+        ("arm=smooth", {"arm": "smooth"}, {"ln_vocab": 6.24, "unigram_entropy": 5.2,
+                                           "config": {"train": {"label_smoothing": 0.1}}}, smoothed)])
+    sweep = load_sweeps(sweep_dir)
+    ax = plot_loss(sweep).axes[0]
+    train = {line.get_label(): line.get_linestyle() for line in ax.get_lines() if line.get_label().startswith("arm=")}
+    assert train == {"arm=plain": "-", "arm=smooth (train loss with label smoothing 0.1)": ":"}
+    references = [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "-."]
+    assert references == [6.24, 5.2]  # ln V and the unigram entropy
+    assert ax.get_legend().get_bbox_to_anchor().y1 < ax.get_window_extent().y0 + 1  # below the axes
+    assert plot_collapse(sweep) is None  # no hidden axis: no empty frame
+    # A switch near the right edge: its label is drawn left of the line and kept out of the layout.
+    seed001 = load_sweeps(FIXTURES / "seed001_sweep")
+    fig = plot_tokens(seed001)
+    fig.savefig(tmp_path / "tokens.png")
+    [label] = [t for t in fig.axes[0].texts if "WD 0.1→0.0" in t.get_text()]
+    assert not label.get_in_layout() and label.get_horizontalalignment() == "left"
+    axes_width = fig.axes[0].get_position().width
+    assert axes_width > 0.85  # the axes keep (nearly) the full figure width
