@@ -1,4 +1,4 @@
-"""Sweep analysis: load sweep folders into a tidy DataFrame, build the seeds' tables, draw the plots.
+"""Sweep analysis: load sweep folders into a tidy DataFrame, build the tables and verdicts, draw the plots.
 
     python -m analysis.tables SWEEP_DIR [SWEEP_DIR...]
 """
