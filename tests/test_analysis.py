@@ -23,6 +23,7 @@ from analysis.plots import diagnostic_panels, plot_diagnostics, save_plots
 from analysis.report import render
 from analysis.rules import Rules, decide_scaling, ratio_class, token_class, verdict
 from analysis.tables import build_tables
+from bitnet.phases import learning_phase
 from conftest import REPO_ROOT, TINY, run_cli
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "seed001_sweep"
@@ -129,6 +130,12 @@ def test_tables_match_the_csvs(tiny_sweep, tmp_path):
         assert row.loss_pct == pytest.approx((c.at[20, "loss"] - c.at[10, "loss"]) / c.at[10, "loss"] * 100)
         assert row.eval_loss_drop == pytest.approx(c.at[20, "eval_loss"] - c.at[10, "eval_loss"])
         assert row.recovery == pytest.approx(c.at[20, "unique_tokens"] / c.at[10, "unique_tokens"])
+        record = json.loads((point_dir(tiny_sweep, row.hidden) / "run.json").read_text())
+        before, after = (learning_phase(c.at[s, "eval_loss"], record["ln_vocab"], record["unigram_entropy"])
+                         for s in (10, 20))
+        assert (row.phase_before, row.phase_after) == (before, after)
+    changed = md_rows((out / "transition.md").read_text())[-1][-2]  # hidden=48, the last row checked above
+    assert changed == (f"{before} → {after}" if before != after else f"{before} (unchanged)")
 
     size = pd.read_csv(out / "size.csv")
     for _, row in size.iterrows():
