@@ -61,6 +61,16 @@ def tiny_sweep(tmp_path_factory) -> Path:
 
 
 # ---- loader ---------------------------------------------------------------------------------------------------
+def test_the_sweeper_writes_the_grid_manifest(tiny_sweep):
+    """grid.json: every point's overrides and the folder Hydra actually gave it, in launch order."""
+    points = json.loads((tiny_sweep / "grid.json").read_text())["points"]
+    assert [p["folder"] for p in points] == [point_dir(tiny_sweep, h).name for h in (32, 48)]
+    assert [[o for o in p["overrides"] if o.startswith("hidden=")] for p in points] == [["hidden=32"], ["hidden=48"]]
+    for point in points:
+        recorded = yaml.safe_load((tiny_sweep / point["folder"] / ".hydra" / "overrides.yaml").read_text())
+        assert sorted(recorded) == sorted(point["overrides"])
+
+
 def test_loader_one_row_per_point_and_step(tiny_sweep):
     sweep = load_sweeps(tiny_sweep)
     assert sweep.swept == ["hidden"]
