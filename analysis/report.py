@@ -72,6 +72,14 @@ def parser() -> argparse.ArgumentParser:
                    help="phase: contextual when eval loss < H1 - NATS (default %(default)g)")
     p.add_argument("--min-seeds", type=int, default=defaults.min_seeds, metavar="N",
                    help="flag verdicts decided on fewer seeds per cell (default %(default)d)")
+    p.add_argument("--signature-tokens", type=float, default=defaults.signature_tokens, metavar="TOKENS",
+                   help="collapse signature: plateau at most this many unique tokens (default %(default)g)")
+    p.add_argument("--signature-share", type=float, default=defaults.signature_share, metavar="SHARE",
+                   help="collapse signature: the plateau lasts at least this share of stage 1 (default %(default)g)")
+    p.add_argument("--stall-nats", type=float, default=defaults.stall_nats, metavar="NATS",
+                   help="collapse signature: without a phase, plateau loss within NATS of ln V (default %(default)g)")
+    p.add_argument("--release-nats", type=float, default=defaults.release_nats, metavar="NATS",
+                   help="collapse signature: loss drop across the switch (default %(default)g)")
     p.add_argument("--pool", action="store_true", help="average points as seeds even when their configs differ "
                    "in more than the seed (listed in the output)")
     p.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/analysis)")
@@ -86,12 +94,18 @@ def _check_rules(args) -> Rules:
               ("--near-uniform-share", args.near_uniform_share, 0 < args.near_uniform_share < 1,
                "a share strictly between 0 and 1"),
               ("--contextual-margin", args.contextual_margin, args.contextual_margin >= 0, "nats >= 0"),
-              ("--min-seeds", args.min_seeds, args.min_seeds >= 1, "an integer >= 1")]
+              ("--min-seeds", args.min_seeds, args.min_seeds >= 1, "an integer >= 1"),
+              ("--signature-tokens", args.signature_tokens, args.signature_tokens >= 0, "a count >= 0"),
+              ("--signature-share", args.signature_share, 0 < args.signature_share <= 1, "a share in (0, 1]"),
+              ("--stall-nats", args.stall_nats, args.stall_nats >= 0, "nats >= 0"),
+              ("--release-nats", args.release_nats, args.release_nats >= 0, "nats >= 0")]
     for option, value, ok, allowed in checks:
         if not ok:
             raise ValueError(f"{option}={value:g} is not allowed: use {allowed}")
     return Rules(diverse=args.diverse, collapse_level=args.collapse_level, near_uniform_share=args.near_uniform_share,
-                 contextual_margin=args.contextual_margin, min_seeds=args.min_seeds)
+                 contextual_margin=args.contextual_margin, min_seeds=args.min_seeds,
+                 signature_tokens=args.signature_tokens, signature_share=args.signature_share,
+                 stall_nats=args.stall_nats, release_nats=args.release_nats)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,12 @@ TOKEN_CLASSES = [(5, "complete collapse", "❌ Failed"), (10, "severe collapse",
 DIVERSE = 100         # tokens: "stays diverse" above this (the first seed note's ">100"; the other one says 50)
 COLLAPSE_LEVEL = 10   # tokens: collapsed at or below this (the end of the "complete" and "severe collapse" classes)
 MIN_SEEDS = 3         # a verdict on fewer seeds per cell is flagged
+# The collapse signature of the investigation's runs (see `signature_parts`).
+SIGNATURE_TOKENS = 5     # tokens: "about 2", the complete-collapse class
+SIGNATURE_SHARE = 0.2    # the plateau lasts at least this share of stage 1 (the steps before the first switch)
+STALL_NATS = 1.0         # nats: on the plateau the loss stays within this of ln V (or of the run's first loss)
+RELEASE_NATS = 1.0       # nats: the loss drops at least this much across the switch...
+RELEASE_FACTOR = 2.0     # ...while unique tokens at least double
 
 # The collapse diagnostics' verdict thresholds (see `verdict`).
 UNIGRAM_GAP = 0.1     # nats: |eval loss - unigram entropy| below this is "at the unigram loss"
@@ -44,6 +50,10 @@ class Rules:
     near_uniform_share: float = NEAR_UNIFORM_SHARE
     contextual_margin: float = CONTEXTUAL_MARGIN
     min_seeds: int = MIN_SEEDS
+    signature_tokens: float = SIGNATURE_TOKENS
+    signature_share: float = SIGNATURE_SHARE
+    stall_nats: float = STALL_NATS
+    release_nats: float = RELEASE_NATS
 
     def phase(self, eval_loss, ln_vocab, unigram_entropy) -> str:
         return learning_phase(eval_loss, ln_vocab, unigram_entropy, near_uniform_share=self.near_uniform_share,
@@ -141,6 +151,71 @@ def trajectory_class(tokens_by_step: list[tuple[int, float]], rules: Rules, swit
     if switch_step is not None and climbed > switch_step and curve[first][0] <= switch_step:
         return AFTER_SWITCH + suffix
     return RECOVERED + suffix
+
+
+# ---- the investigation's collapse signature ---------------------------------------------------------------
+def signature_rule(rules: Rules) -> str:
+    return (f"plateau = at most {rules.signature_tokens:g} unique tokens at every evaluation from its start to the "
+            f"switch (or the end of a run without one), lasting at least {rules.signature_share:g} of stage 1; "
+            f"stalled = on the plateau every row is near-uniform (learning phase) or, without a phase, its loss is "
+            f"within {rules.stall_nats:g} nats of ln V (or of the run's first loss, taken before the plateau); "
+            f"release = across the switch the loss drops at least {rules.release_nats:g} nats and tokens at least "
+            f"x{RELEASE_FACTOR:g}. yes: plateau, no part contradicts it, and stalled or release shown; no: no "
+            f"plateau, or the loss is shown to leave the near-uniform range on it; partial: the rest")
+
+
+def signature_parts(evaluations: list[dict], rules: Rules, switch_step=None, ln_vocab=None) -> dict:
+    """evaluations: [{step, tokens, loss, phase}] in step order (loss: eval loss when the run has one, else the
+    training loss; NaN where absent). Returns {plateau, stalled, release}: each "yes" / "no" / "unknown", with
+    {plateau_start, plateau_share, release_text}."""
+    rows = [e for e in evaluations if _ok(e.get("tokens"))]
+    out = {"plateau": "no", "stalled": "unknown", "release": "unknown", "plateau_start": None, "plateau_share": None,
+           "release_text": ""}
+    if not rows:
+        out["plateau"] = "unknown"
+        return out
+    stage1 = [e for e in rows if switch_step is None or e["step"] <= switch_step]
+    end = switch_step if switch_step is not None else rows[-1]["step"]
+    start = None
+    for e in stage1:  # the last stretch of few-token evaluations that reaches the end of stage 1
+        start = (start if start is not None else e["step"]) if e["tokens"] <= rules.signature_tokens else None
+    span = max(end - (stage1[0]["step"] if stage1 else 0), 1)
+    if start is not None and stage1 and (end - start) / span >= rules.signature_share and end > start:
+        out.update(plateau="yes", plateau_start=start, plateau_share=(end - start) / span)
+        plateau = [e for e in stage1 if e["step"] >= start]
+        phases = [e.get("phase") for e in plateau if e.get("phase") not in (None, "", "unknown")]
+        if phases:
+            out["stalled"] = "yes" if all(p == "near-uniform" for p in phases) else "no"
+        else:
+            before = [e["loss"] for e in rows if e["step"] < start and _ok(e.get("loss"))]
+            reference = ln_vocab if _ok(ln_vocab) else (before[0] if before else None)
+            losses = [e["loss"] for e in plateau if _ok(e.get("loss"))]
+            if reference is not None and losses:
+                out["stalled"] = "yes" if all(reference - loss <= rules.stall_nats for loss in losses) else "no"
+    if switch_step is not None:
+        last = next((e for e in reversed(rows) if e["step"] <= switch_step), None)
+        first = next((e for e in rows if e["step"] > switch_step), None)
+        if last and first and _ok(last.get("loss")) and _ok(first.get("loss")):
+            drop, factor = last["loss"] - first["loss"], first["tokens"] / max(last["tokens"], 1)
+            out["release"] = "yes" if drop >= rules.release_nats and factor >= RELEASE_FACTOR else "no"
+            out["release_text"] = f"loss -{drop:.2f} nats, tokens {last['tokens']:g} → {first['tokens']:g}"
+    return out
+
+
+def signature_verdict(parts: dict) -> str:
+    if parts["plateau"] != "yes" or parts["stalled"] == "no":
+        return "no"
+    if "no" not in (parts["stalled"], parts["release"]) and "yes" in (parts["stalled"], parts["release"]):
+        return "yes"
+    return "partial"
+
+
+def counted(labels: list[str]) -> str:
+    """`yes 2/3, partial 1/3`: every label with its count, even when the seeds agree."""
+    labels = [label for label in labels if label]
+    if not labels:
+        return "–"
+    return ", ".join(f"{label} {labels.count(label)}/{len(labels)}" for label in dict.fromkeys(labels))
 
 
 # ---- the scaling decision -----------------------------------------------------------------------------------

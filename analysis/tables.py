@@ -7,6 +7,7 @@
   collapse      tokens(LATE) / tokens(EARLY) with its class, the token-count status class and the phase
   trajectory    per cell: first collapse, minimum, recovery factor, loss during the collapse, trajectory class
   interventions one row per arm of a sweep over anything but size: trajectory, minimum, final tokens and phase
+  signature     per cell: the investigation's collapse signature (yes / partial / no, k/n seeds) and its parts
   decision      over hidden sizes: A scaling fixes it, B no threshold, C mixed, or undecided (what it waits for)
   factorial     LR switch x WD switch: main effects and interaction on final tokens and eval loss
   diagnostics   the collapse diagnostics at each point's deepest collapse and final evaluation, with a verdict
@@ -28,9 +29,9 @@ from analysis.load import Sweep
 from analysis.measures import (DIAGNOSTICS, cell_keys, data_errors, default_collapse_steps, default_steps,
                                evaluated_steps, per_point, per_point_diagnostics, per_transition, point_curves,
                                present_diagnostics)
-from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, decide_scaling,
-                            intervention_summary, label_summary, phases_summary, ratio_class, scaling_rule,
-                            token_class, trajectory_rule, unreachable_classes)
+from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, counted,
+                            decide_scaling, intervention_summary, label_summary, phases_summary, ratio_class,
+                            scaling_rule, signature_rule, token_class, trajectory_rule, unreachable_classes)
 from analysis.stats import CELLS, aggregate, factorial_effects
 
 
@@ -238,6 +239,24 @@ def trajectory_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
     return md, table
 
 
+def signature_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per cell (per arm): the collapse-signature verdict with k/n seeds, and each of its parts."""
+    table = _cells(pp, keys, ["signature_plateau_start", "signature_plateau_share"])
+    for column in ("signature", "signature_plateau", "signature_stalled", "signature_release"):
+        table[column] = _per_cell(pp, keys, column, counted)
+    table["signature_release_text"] = _per_cell(pp, keys, "signature_release_text", label_summary)
+    md = _keys_display(table, keys)
+    md["seed signature"] = table.signature
+    md["lasting plateau"] = [f"{p} (from {fmt_cell(r, 'signature_plateau_start', 'step')}, "
+                             f"{r.signature_plateau_share:.0%} of stage 1)" if not pd.isna(r.signature_plateau_start)
+                             else p for p, (_, r) in zip(table.signature_plateau, table.iterrows())]
+    md["loss stalled near uniform"] = table.signature_stalled
+    md["release at the switch"] = [f"{p} ({t})" if t and t != NA else p
+                                   for p, t in zip(table.signature_release, table.signature_release_text)]
+    md["status"] = table.status
+    return md, table
+
+
 def arm_keys(keys: list[str]) -> list[str]:
     """The keys of an intervention sweep's arms: every cell key but the size."""
     return [k for k in keys if k != "hidden"]
@@ -379,6 +398,7 @@ TITLES = {
     "collapse": "Collapse ratio",
     "trajectory": "Collapse trajectory per cell",
     "interventions": "Interventions: one row per arm",
+    "signature": "Collapse signature of the investigation's runs",
     "decision": "Scaling decision",
     "factorial": "LR switch x WD switch (factorial)",
     "diagnostics": "Collapse diagnostics at the deepest collapse and the final evaluation",
@@ -435,6 +455,7 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
         "collapse": collapse_table(pp, keys, early, late),
         "trajectory": trajectory_table(pp, keys),
         "interventions": (md, csv),
+        "signature": signature_table(pp, keys),
         "decision": decision_table(pp, keys, late, rules),
         "factorial": factorial_table(sweep, pp, keys),
         "diagnostics": diagnostics_table(dp, keys, diagnostics),
@@ -452,6 +473,10 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
                        f"loss into the minimum: from the first row with a loss to the minimum's row (eval loss when "
                        f"the runs have one, else training loss).", phase],
         "interventions": [f"Summary: {line}" for line in summaries] + [f"Trajectory: {trajectory_rule(rules)}.", phase],
+        "signature": [f"Rule: {signature_rule(rules)}. The investigation's runs: about 2 tokens for most of stage 1 "
+                      f"while the loss stalls near ln V, then at the WD switch a drop of about 3 nats and about 10 "
+                      f"tokens. A healthy run's brief few-token moment (the unigram phase) is not it: its loss keeps "
+                      f"falling.", phase],
         "decision": [f"Rule: {scaling_rule(rules)}. The first seed note says diverse = >100 tokens, the second "
                      f"takes 50+ at 768 as the threshold: set it with --diverse. Flags: non-monotonic; smallest "
                      f"size already diverse; fewer than {rules.min_seeds} seeds per size."],

@@ -16,7 +16,8 @@ import pytest
 
 from analysis import load_sweeps
 from analysis.load import read_metrics
-from analysis.rules import Rules, decide_scaling, intervention_summary, trajectory_class, unreachable_classes
+from analysis.rules import (Rules, decide_scaling, intervention_summary, signature_parts, signature_verdict,
+                            trajectory_class, unreachable_classes)
 from analysis.tables import build_tables
 from bitnet.phases import CONTEXTUAL, NEAR_UNIFORM, PHASES, UNIGRAM, UNKNOWN, learning_phase
 from conftest import REPO_ROOT, TINY, run_cli
@@ -206,11 +207,14 @@ def test_phase_rule():
 
 
 @pytest.mark.slow
-def test_a_real_tiny_run_goes_through_the_phases(tmp_path):
-    """200 steps of a tiny model: near-uniform at step 0, then the unigram plateau, then below it."""
+def test_a_real_tiny_run_goes_through_the_phases_without_the_signature(tmp_path):
+    """200 steps of a tiny model with the recipe's two-stage LR and WD (switch at step 100): near-uniform at step
+    0, then the unigram plateau with few tokens, then below it: the few-token moment is the unigram phase, not
+    the investigation's collapse signature, because the loss keeps falling through it."""
     sweep_dir = tmp_path / "sweep"
     tiny = [o for o in TINY if not o.startswith(("train.steps", "eval.every", "train.batch_size"))]
-    run_cli("-m", *tiny, "train.steps=200", "eval.every=20", "train.batch_size=16", f"hydra.sweep.dir={sweep_dir}")
+    run_cli("-m", *tiny, "train.steps=200", "eval.every=20", "train.batch_size=16", "lr=two_stage", "wd=two_stage",
+            f"hydra.sweep.dir={sweep_dir}")
     sweep = load_sweeps(sweep_dir)
     tables, params = build_tables(sweep)
     [curve] = params["curves"].values()
@@ -222,6 +226,8 @@ def test_a_real_tiny_run_goes_through_the_phases(tmp_path):
     assert list(dict.fromkeys(expected)) == list(PHASES)  # each phase in turn, never back
     assert tables["trajectory"][0].final[0] == f"{csv.unique_tokens.iloc[-1]}, contextual"
     assert tables["collapse"][0]["final phase"][0] == CONTEXTUAL
+    signature = tables["signature"][1].iloc[0]
+    assert signature.signature == "no 1/1" and signature.signature_stalled == "no 1/1"
     out = tmp_path / "out"
     text = tables_cli(sweep_dir, "--no-plots", "--out", out).stdout
     assert "Learning phase: phase from eval loss" in text and ", contextual" in text
@@ -322,3 +328,50 @@ def test_plots_keep_their_axes_wide_and_label_what_they_draw(tmp_path):
     assert not label.get_in_layout() and label.get_horizontalalignment() == "left"
     axes_width = fig.axes[0].get_position().width
     assert axes_width > 0.85  # the axes keep (nearly) the full figure width
+
+
+# ---- the investigation's collapse signature -----------------------------------------------------------------
+def test_signature_on_the_seeds_figures():
+    """Seed 001 (the WD switch releases a 2-token plateau: loss -3 nats, tokens x4-5) and seed 004's standard LR
+    (2 tokens while the loss stays within 1 nat of its start) show the signature; reduced LR, which climbs back
+    before the end, does not; label smoothing and grad clip have the plateau but no loss to judge it by."""
+    seed001 = build_tables(load_sweeps(FIXTURES / "seed001_sweep"))[0]["signature"][0].set_index("hidden")
+    assert seed001["seed signature"].tolist() == ["yes 1/1"] * 4
+    assert seed001.loc["256", "release at the switch"] == "yes 1/1 (loss -3.02 nats, tokens 2 → 10)"
+    assert seed001.loc["256", "lasting plateau"] == "yes 1/1 (from 3k, 50% of stage 1)"
+    seed004 = build_tables(load_sweeps(FIXTURES / "seed004_sweep"))[0]["signature"][0].set_index("intervention")
+    assert seed004["seed signature"].to_dict() == {"standard": "yes 1/1", "reduced_lr": "no 1/1",
+                                                   "label_smoothing": "partial 1/1", "grad_clip": "partial 1/1"}
+    assert seed004.loc["standard", "loss stalled near uniform"] == "yes 1/1"
+    partial = build_tables(load_sweeps(FIXTURES / "partial_sweep"))[1]["per_point"].set_index("hidden").signature
+    assert partial[1024] == "undecided (running)" and partial[1536] == "undecided (missing)"
+
+
+def test_signature_rule_and_its_thresholds():
+    def evaluations(tokens, losses, phases=None, steps=(0, 1000, 2000, 3000, 4000, 5000, 6000)):
+        phases = phases or [None] * len(tokens)
+        return [{"step": s, "tokens": t, "loss": l, "phase": p} for s, t, l, p in zip(steps, tokens, losses, phases)]
+
+    rules = Rules()
+    nan = float("nan")
+    seeds = evaluations([20, 19, 9, 2, 2, 2, 10], [10.99, nan, nan, nan, nan, 10.3, 7.3])
+    parts = signature_parts(seeds, rules, switch_step=5000)
+    assert parts == {"plateau": "yes", "stalled": "yes", "release": "yes", "plateau_start": 3000,
+                     "plateau_share": 0.4, "release_text": "loss -3.00 nats, tokens 2 → 10"}
+    assert signature_verdict(parts) == "yes"
+    assert signature_verdict(signature_parts(seeds, Rules(signature_share=0.5), switch_step=5000)) == "no"
+    assert signature_verdict(signature_parts(seeds, Rules(release_nats=4), switch_step=5000)) == "partial"
+    # The same tokens with a loss that falls into the unigram phase on the plateau: not the signature.
+    healthy = evaluations([20, 19, 9, 2, 2, 2, 10], [nan] * 7,
+                          ["near-uniform", "near-uniform", "unigram", "unigram", "unigram", "contextual", "contextual"])
+    assert signature_verdict(signature_parts(healthy, rules, switch_step=5000)) == "no"
+    # With ln V known, the loss must stay within --stall-nats of it.
+    assert signature_parts(seeds, rules, 5000, ln_vocab=10.82)["stalled"] == "yes"
+    assert signature_parts(seeds, Rules(stall_nats=0.4), 5000, ln_vocab=10.82)["stalled"] == "no"
+
+
+def test_signature_thresholds_are_options(tmp_path):
+    out = tables_cli(FIXTURES / "seed004_sweep", "--signature-share", 0.3, "--no-plots", "--out", tmp_path).stdout
+    assert "lasting at least 0.3 of stage 1" in out
+    md = (tmp_path / "signature.md").read_text()
+    assert "| standard        | no 1/1" in md  # its plateau is 25% of the run
