@@ -176,7 +176,7 @@ def plot_collapse(sweep: Sweep, ax=None, early: int | None = None, late: int | N
 
 
 def diagnostic_panels(sweep: Sweep) -> list[str]:
-    """The diagnostics plot's columns that hold a value in this sweep (none for runs from before issue 6)."""
+    """The diagnostics plot's columns that hold a value in this sweep (none for runs made before those columns existed)."""
     frame = sweep.frame
     return [c for c, _ in DIAGNOSTIC_PANELS
             if c in frame and pd.to_numeric(frame[c], errors="coerce").notna().any()]

@@ -53,33 +53,38 @@ def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bo
     return written
 
 
+# The thresholds of analysis.rules.Rules as options: (Rules field, metavar, help, allowed values, the check).
+# The option is the field with dashes (--collapse-level); the default is Rules' own.
+COUNT, NATS = ("a count >= 0", lambda v: v >= 0), ("nats >= 0", lambda v: v >= 0)
+RULE_OPTIONS = [
+    ("diverse", "TOKENS", "scaling decision: a size stays diverse above this many unique tokens", *COUNT),
+    ("collapse_level", "TOKENS", "collapsed = at most this many unique tokens", *COUNT),
+    ("near_uniform_share", "SHARE", "phase: near-uniform when eval loss > H1 + SHARE x (ln V - H1)",
+     "a share strictly between 0 and 1", lambda v: 0 < v < 1),
+    ("contextual_margin", "NATS", "phase: contextual when eval loss < H1 - NATS", *NATS),
+    ("min_seeds", "N", "flag verdicts decided on fewer seeds per cell", "an integer >= 1", lambda v: v >= 1),
+    ("signature_tokens", "TOKENS", "collapse signature: plateau at most this many unique tokens", *COUNT),
+    ("signature_share", "SHARE", "collapse signature: the plateau lasts at least this share of stage 1",
+     "a share in (0, 1]", lambda v: 0 < v <= 1),
+    ("stall_nats", "NATS", "collapse signature: without a phase, plateau loss within NATS of ln V", *NATS),
+    ("release_nats", "NATS", "collapse signature: loss drop across the switch", *NATS),
+]
+
+
 def parser() -> argparse.ArgumentParser:
     defaults = Rules()
-    p = argparse.ArgumentParser(prog="python -m analysis.tables", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m analysis.tables", description="Tables, verdicts and plots from "
+                                "sweep folders; every verdict is printed under its rule.")
     p.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="hydra.sweep.dir of a -m run")
     p.add_argument("--steps", nargs="+", type=int, help="steps of the results table (default: a handful of evenly "
                    "spaced evaluated steps)")
     p.add_argument("--collapse-steps", nargs=2, type=int, metavar=("EARLY", "LATE"),
                    help="collapse ratio = tokens(LATE) / tokens(EARLY); also the scaling decision's step (default: "
                         "1000 and 4000 when evaluated, else the evaluations nearest 10%% and 40%% of the run)")
-    p.add_argument("--diverse", type=float, default=defaults.diverse, metavar="TOKENS",
-                   help="scaling decision: a size stays diverse above this many unique tokens (default %(default)g)")
-    p.add_argument("--collapse-level", type=float, default=defaults.collapse_level, metavar="TOKENS",
-                   help="collapsed = at most this many unique tokens (default %(default)g)")
-    p.add_argument("--near-uniform-share", type=float, default=defaults.near_uniform_share, metavar="SHARE",
-                   help="phase: near-uniform when eval loss > H1 + SHARE x (ln V - H1) (default %(default)g)")
-    p.add_argument("--contextual-margin", type=float, default=defaults.contextual_margin, metavar="NATS",
-                   help="phase: contextual when eval loss < H1 - NATS (default %(default)g)")
-    p.add_argument("--min-seeds", type=int, default=defaults.min_seeds, metavar="N",
-                   help="flag verdicts decided on fewer seeds per cell (default %(default)d)")
-    p.add_argument("--signature-tokens", type=float, default=defaults.signature_tokens, metavar="TOKENS",
-                   help="collapse signature: plateau at most this many unique tokens (default %(default)g)")
-    p.add_argument("--signature-share", type=float, default=defaults.signature_share, metavar="SHARE",
-                   help="collapse signature: the plateau lasts at least this share of stage 1 (default %(default)g)")
-    p.add_argument("--stall-nats", type=float, default=defaults.stall_nats, metavar="NATS",
-                   help="collapse signature: without a phase, plateau loss within NATS of ln V (default %(default)g)")
-    p.add_argument("--release-nats", type=float, default=defaults.release_nats, metavar="NATS",
-                   help="collapse signature: loss drop across the switch (default %(default)g)")
+    for field, metavar, text, _, _ in RULE_OPTIONS:
+        default = getattr(defaults, field)
+        p.add_argument(f"--{field.replace('_', '-')}", type=int if field == "min_seeds" else float, default=default, metavar=metavar,
+                       help=f"{text} (default %(default)g)")
     p.add_argument("--pool", action="store_true", help="average points as seeds even when their configs differ "
                    "in more than the seed (listed in the output)")
     p.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/analysis)")
@@ -89,23 +94,11 @@ def parser() -> argparse.ArgumentParser:
 
 def _check_rules(args) -> Rules:
     """Thresholds that make no sense are refused, naming the option, the value and what is allowed."""
-    checks = [("--diverse", args.diverse, args.diverse >= 0, "a count >= 0"),
-              ("--collapse-level", args.collapse_level, args.collapse_level >= 0, "a count >= 0"),
-              ("--near-uniform-share", args.near_uniform_share, 0 < args.near_uniform_share < 1,
-               "a share strictly between 0 and 1"),
-              ("--contextual-margin", args.contextual_margin, args.contextual_margin >= 0, "nats >= 0"),
-              ("--min-seeds", args.min_seeds, args.min_seeds >= 1, "an integer >= 1"),
-              ("--signature-tokens", args.signature_tokens, args.signature_tokens >= 0, "a count >= 0"),
-              ("--signature-share", args.signature_share, 0 < args.signature_share <= 1, "a share in (0, 1]"),
-              ("--stall-nats", args.stall_nats, args.stall_nats >= 0, "nats >= 0"),
-              ("--release-nats", args.release_nats, args.release_nats >= 0, "nats >= 0")]
-    for option, value, ok, allowed in checks:
-        if not ok:
-            raise ValueError(f"{option}={value:g} is not allowed: use {allowed}")
-    return Rules(diverse=args.diverse, collapse_level=args.collapse_level, near_uniform_share=args.near_uniform_share,
-                 contextual_margin=args.contextual_margin, min_seeds=args.min_seeds,
-                 signature_tokens=args.signature_tokens, signature_share=args.signature_share,
-                 stall_nats=args.stall_nats, release_nats=args.release_nats)
+    for field, _, _, allowed, ok in RULE_OPTIONS:
+        value = getattr(args, field)
+        if not ok(value):
+            raise ValueError(f"--{field.replace('_', '-')}={value:g} is not allowed: use {allowed}")
+    return Rules(**{field: getattr(args, field) for field, *_ in RULE_OPTIONS})
 
 
 def main(argv: list[str] | None = None) -> int:
