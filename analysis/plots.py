@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from analysis.fmt import fmt_value, step_label
 from analysis.load import Sweep
 from analysis.measures import (cell_keys, default_collapse_steps, per_point, point_curves, switch_events)
-from analysis.rules import COSINE_HIGH, RATIO_CLASSES, UNIGRAM_GAP
+from analysis.rules import COLLAPSE_LEVEL, COSINE_HIGH, RATIO_CLASSES, UNIGRAM_GAP
 
 # The diagnostics plot's panels, top to bottom: (metrics.csv column, y label).
 DIAGNOSTIC_PANELS = [("hidden_cosine", "hidden cosine\n(final layer, across positions)"),
@@ -85,14 +85,19 @@ def _switch_lines(ax, sweep: Sweep, annotate: bool = True) -> None:
             text.set_in_layout(False)
 
 
-def plot_tokens(sweep: Sweep, ax=None, keys: list[str] | None = None):
-    """Unique predicted tokens vs step, log scale, one line per point, dashed lines at the switches."""
+def plot_tokens(sweep: Sweep, ax=None, keys: list[str] | None = None, collapse_level: float = COLLAPSE_LEVEL):
+    """Unique predicted tokens vs step, log scale, one line per point, dashed lines at the switches, the collapse
+    level dotted (at or below it a point counts as collapsed)."""
     keys = _keys(sweep, keys)
     fig, ax = _axes(ax)
     for point, curve, color, legend in _curves(sweep, keys):
         curve = curve.dropna(subset=["unique_tokens"])
         if len(curve):
             ax.plot(curve.step, curve.unique_tokens, marker="o", markersize=3, color=color, label=legend, alpha=0.85)
+    ax.axhline(collapse_level, color="0.35", linestyle=":", linewidth=1)
+    ax.annotate(f"collapsed: ≤ {collapse_level:g} tokens", (1, collapse_level), xycoords=("axes fraction", "data"),
+                xytext=(-4, -3), textcoords="offset points", ha="right", va="top", fontsize=8,
+                color="0.3").set_in_layout(False)
     _switch_lines(ax, sweep)
     ax.set_yscale("log")
     from matplotlib.ticker import FuncFormatter
@@ -222,7 +227,7 @@ def save_plots(sweep: Sweep, out: Path, params: dict) -> list[Path]:
     """tokens.png, loss.png, collapse_ratio.png (sweeps over hidden) and diagnostics.png (runs with the
     diagnostic columns) into `out`; `params` is build_tables' second value."""
     keys = params["keys"]
-    figures = [("tokens.png", plot_tokens(sweep, keys=keys)), ("loss.png", plot_loss(sweep, keys=keys)),
+    figures = [("tokens.png", plot_tokens(sweep, keys=keys, collapse_level=params["rules"].collapse_level)), ("loss.png", plot_loss(sweep, keys=keys)),
                ("collapse_ratio.png", plot_collapse(sweep, early=params["early"], late=params["late"],
                                                     per_point_frame=params["per_point"], keys=keys)),
                ("diagnostics.png", plot_diagnostics(sweep, keys=keys))]
