@@ -39,7 +39,6 @@ COSINE_HIGH = 0.9     # mean cosine of final hidden states across positions
 CHURN_FACTOR = 2.0    # flip rate above this many times the point's own median flip rate
 REPEAT_HIGH = 0.5     # share of greedy trigrams already seen earlier in the same continuation
 
-FAILED = ("failed", "running", "missing", "no_record")  # statuses with no final result (yet)
 
 
 @dataclass(frozen=True)

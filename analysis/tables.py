@@ -24,63 +24,21 @@ import sys
 
 import pandas as pd
 
+from analysis.cells import cells, keys_display, per_cell, tokens_with_phase, verdicts_over_seeds
 from analysis.fmt import NA, fmt_cell, fmt_int, fmt_value, step_label
 from analysis.load import Sweep
 from analysis.measures import (DIAGNOSTICS, cell_keys, data_errors, default_collapse_steps, default_steps,
                                evaluated_steps, per_point, per_point_diagnostics, per_transition, point_curves,
                                present_diagnostics)
-from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, counted,
-                            decide_scaling, intervention_summary, label_summary, phases_summary, ratio_class,
-                            scaling_rule, signature_rule, token_class, trajectory_rule, unreachable_classes)
-from analysis.stats import CELLS, aggregate, factorial_effects
+from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, phases_summary,
+                            ratio_class, scaling_rule, signature_rule, token_class, trajectory_rule,
+                            unreachable_classes)
+from analysis.stats import CELLS, factorial_effects
+from analysis.verdict_tables import decision_table, interventions_table, signature_table, trajectory_table
 
 
 class BadStep(ValueError):
     """A step asked for on the command line that no point evaluated."""
-
-
-# ---- cells over seeds ---------------------------------------------------------------------------------------
-def _statuses(block: pd.Series) -> str:
-    counts = block.value_counts()
-    if len(block) == 1:
-        return str(block.iloc[0])
-    return ", ".join(f"{n} {status}" for status, n in counts.items())
-
-
-def _per_cell(frame: pd.DataFrame, keys: list[str], column: str, summary) -> list[str]:
-    """`summary` of each cell's values of a text column, cells in first-appearance order."""
-    if not keys:
-        return [summary(list(frame[column]))]
-    return list(frame.groupby(keys, dropna=False, sort=False)[column].agg(lambda s: summary(list(s))))
-
-
-def _cells(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
-    """Mean [95% interval] per cell, the points' statuses and the number of seeds."""
-    table = aggregate(frame, keys, columns)
-    table["status"] = _per_cell(frame, keys, "status", lambda s: _statuses(pd.Series(s)))
-    return table
-
-
-def _keys_display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({k: [fmt_value(v) for v in table[k]] for k in keys}, index=table.index)
-
-
-def _verdicts(block: pd.Series) -> str:
-    """Seeds' verdicts of one cell: the tags as they are for one seed, `tag (k/n seeds)` for several."""
-    lists = [v.split("; ") for v in block if v and v != NA]
-    if not lists:
-        return NA
-    if len(lists) == 1:
-        return "; ".join(lists[0])
-    tags = list(dict.fromkeys(t for tags in lists for t in tags))
-    return "; ".join(f"{t} ({sum(t in tags for tags in lists)}/{len(lists)} seeds)" for t in tags)
-
-
-def _tokens_with_phase(tokens, phase: str) -> str:
-    """"2 tokens, near-uniform": a collapse is never shown without the phase it happened in."""
-    if pd.isna(tokens):
-        return NA
-    return f"{fmt_value(tokens, 'tokens')}, {phase}" if phase and phase != NA else fmt_value(tokens, "tokens")
 
 
 # ---- the tables ---------------------------------------------------------------------------------------------
@@ -98,18 +56,18 @@ def points_table(sweep: Sweep) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def results_table(pp: pd.DataFrame, keys: list[str], steps: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     columns = [f"tokens@{s}" for s in steps]
-    table = _cells(pp, keys + ["switch", "first_switch"], columns)
+    table = cells(pp, keys + ["switch", "first_switch"], columns)
     # A "Stage 2→" column between the last step before the switch and the first after it; when the cells
     # switch at different places, the column goes last and each value after its switch is bold.
     positions = {sum(s <= f for s in steps) for f in table.first_switch.dropna()}
-    md = _keys_display(table, keys)
+    md = keys_display(table, keys)
     for step, column in zip(steps, columns):
-        cells = []
+        shown = []
         for _, row in table.iterrows():
             text = fmt_cell(row, column, "tokens")
             after = not pd.isna(row.first_switch) and step > row.first_switch
-            cells.append(f"**{text}**" if after and text != NA else text)
-        md[f"step {step_label(step)}"] = cells
+            shown.append(f"**{text}**" if after and text != NA else text)
+        md[f"step {step_label(step)}"] = shown
     if positions:
         labels = [s.rsplit(" @", 1)[0] if len(positions) == 1 else s for s in table.switch]
         labels = [label or NA for label in labels]
@@ -127,10 +85,10 @@ def transition_table(tr: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
     metrics = ["loss_before", "loss_after", "loss_drop", "loss_pct", "tokens_before", "tokens_after", "recovery",
                "eval_loss_before", "eval_loss_after", "eval_loss_drop", "eval_loss_pct"]
     cell = keys + ["switch", "before_step", "after_step"]
-    table = _cells(tr, cell, metrics)
-    table["phase_before"] = _per_cell(tr, cell, "phase_before", phases_summary)
-    table["phase_after"] = _per_cell(tr, cell, "phase_after", phases_summary)
-    md = _keys_display(table, keys)
+    table = cells(tr, cell, metrics)
+    table["phase_before"] = per_cell(tr, cell, "phase_before", phases_summary)
+    table["phase_after"] = per_cell(tr, cell, "phase_after", phases_summary)
+    md = keys_display(table, keys)
     md["switch"] = table.switch
     md["before → after"] = [f"{step_label(b)} → {step_label(a)}" if not (pd.isna(b) or pd.isna(a)) else NA
                             for b, a in zip(table.before_step, table.after_step)]
@@ -153,17 +111,17 @@ def transition_table(tr: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
 
 
 def size_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
-    table = _cells(pp, keys, ["params", "non_embedding", "lowest_stage1", "after_switch", "final_tokens"])
-    table["phase_lowest_stage1"] = _per_cell(pp, keys, "phase_lowest_stage1", phases_summary)
-    has_switch = _per_cell(pp, keys, "first_switch", lambda s: any(not pd.isna(v) for v in s))
-    md = _keys_display(table, keys)
+    table = cells(pp, keys, ["params", "non_embedding", "lowest_stage1", "after_switch", "final_tokens"])
+    table["phase_lowest_stage1"] = per_cell(pp, keys, "phase_lowest_stage1", phases_summary)
+    has_switch = per_cell(pp, keys, "first_switch", lambda s: any(not pd.isna(v) for v in s))
+    md = keys_display(table, keys)
     md["params"] = [fmt_value(v, "params") for v in table.params]
     if table.non_embedding.notna().any():
         md["non-embedding"] = [fmt_value(v, "params") for v in table.non_embedding]
     md["lowest before switch"] = [fmt_cell(r, "lowest_stage1", "tokens") for _, r in table.iterrows()]
     md["collapse in S1"] = [NA if pd.isna(r.lowest_stage1) else
                             f"{'✓' if rules.collapsed(r.lowest_stage1) else '✗'} (to "
-                            f"{_tokens_with_phase(r.lowest_stage1, r.phase_lowest_stage1)})"
+                            f"{tokens_with_phase(r.lowest_stage1, r.phase_lowest_stage1)})"
                             for _, r in table.iterrows()]
     md["after switch"] = [fmt_cell(r, "after_switch", "tokens") if s else "no switch"
                           for (_, r), s in zip(table.iterrows(), has_switch)]
@@ -187,14 +145,14 @@ def _not_reached(pp: pd.DataFrame, keys: list[str], step: int, column: str) -> l
 
 
 def collapse_table(pp: pd.DataFrame, keys: list[str], early: int, late: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    table = _cells(pp, keys, ["tokens_early", "tokens_late", "ratio", "final_tokens", "positions",
+    table = cells(pp, keys, ["tokens_early", "tokens_late", "ratio", "final_tokens", "positions",
                               "distinct_targets"])
     table["ratio_class"] = [ratio_class(r) for r in table.ratio]
-    table["phase_late"] = _per_cell(pp, keys, "phase_late", phases_summary)
-    table["final_phase"] = _per_cell(pp, keys, "final_phase", phases_summary)
+    table["phase_late"] = per_cell(pp, keys, "phase_late", phases_summary)
+    table["final_phase"] = per_cell(pp, keys, "final_phase", phases_summary)
     table["status_late"] = ["{} ({})".format(*token_class(t)) if not pd.isna(t) else NA for t in table.tokens_late]
     table["status_final"] = ["{} ({})".format(*token_class(t)) if not pd.isna(t) else NA for t in table.final_tokens]
-    md = _keys_display(table, keys)
+    md = keys_display(table, keys)
     for step, column in ((early, "tokens_early"), (late, "tokens_late")):
         md[f"tokens @{step_label(step)}"] = [fmt_cell(r, column, "tokens") if not why else why for (_, r), why
                                              in zip(table.iterrows(), _not_reached(pp, keys, step, column))]
@@ -211,112 +169,6 @@ def collapse_table(pp: pd.DataFrame, keys: list[str], early: int, late: int) -> 
         (f"; unreachable: {', '.join(unreachable_classes(p))}" if unreachable_classes(p) else "")
         for p, d in zip(table.positions, table.distinct_targets)]
     md["status"] = table.status
-    return md, table
-
-
-def trajectory_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    table = _cells(pp, keys, ["first_collapse", "min_tokens", "min_step", "recovery_factor", "loss_start",
-                              "loss_at_min", "final_tokens"])
-    for column in ("trajectory", "loss_kind"):
-        table[column] = _per_cell(pp, keys, column, label_summary)
-    table["phase_at_min"] = _per_cell(pp, keys, "phase_at_min", phases_summary)
-    table["final_phase"] = _per_cell(pp, keys, "final_phase", phases_summary)
-    md = _keys_display(table, keys)
-    md["first collapse"] = ["never" if pd.isna(r.first_collapse) and not pd.isna(r.min_tokens) else
-                            f"step {fmt_cell(r, 'first_collapse', 'step')}" if not pd.isna(r.first_collapse) else NA
-                            for _, r in table.iterrows()]
-    md["minimum"] = [f"{_tokens_with_phase(r.min_tokens, r.phase_at_min)} @{fmt_cell(r, 'min_step', 'step')}"
-                     if not pd.isna(r.min_tokens) else NA for _, r in table.iterrows()]
-    md["final / minimum"] = [fmt_cell(r, "recovery_factor", "factor") for _, r in table.iterrows()]
-    md["loss into the minimum"] = [f"{fmt_value(r.loss_start, 'loss')} → {fmt_value(r.loss_at_min, 'loss')} "
-                                   f"({r.loss_kind})" if not pd.isna(r.loss_start) and not pd.isna(r.loss_at_min)
-                                   else NA for _, r in table.iterrows()]
-    md["trajectory"] = table.trajectory
-    md["final"] = [_tokens_with_phase(r.final_tokens, r.final_phase) for _, r in table.iterrows()]
-    md["status"] = table.status
-    if (table.n > 1).any():
-        md["seeds"] = table.n
-    return md, table
-
-
-def signature_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per cell (per arm): the collapse-signature verdict with k/n seeds, and each of its parts."""
-    table = _cells(pp, keys, ["signature_plateau_start", "signature_plateau_share"])
-    for column in ("signature", "signature_plateau", "signature_stalled", "signature_release"):
-        table[column] = _per_cell(pp, keys, column, counted)
-    table["signature_release_text"] = _per_cell(pp, keys, "signature_release_text", label_summary)
-    md = _keys_display(table, keys)
-    md["seed signature"] = table.signature
-    md["lasting plateau"] = [f"{p} (from {fmt_cell(r, 'signature_plateau_start', 'step')}, "
-                             f"{r.signature_plateau_share:.0%} of stage 1)" if not pd.isna(r.signature_plateau_start)
-                             else p for p, (_, r) in zip(table.signature_plateau, table.iterrows())]
-    md["loss stalled near uniform"] = table.signature_stalled
-    md["release at the switch"] = [f"{p} ({t})" if t and t != NA else p
-                                   for p, t in zip(table.signature_release, table.signature_release_text)]
-    md["status"] = table.status
-    return md, table
-
-
-def arm_keys(keys: list[str]) -> list[str]:
-    """The keys of an intervention sweep's arms: every cell key but the size."""
-    return [k for k in keys if k != "hidden"]
-
-
-def interventions_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """One row per arm (per size, when size is swept too), in the order the sweep declares the arms, and one
-    summary line per size naming the arms that end collapsed and those that do not."""
-    arms = arm_keys(keys)
-    if not arms:
-        return pd.DataFrame(), pd.DataFrame(), []
-    md, table = trajectory_table(pp, keys)
-    md = md.drop(columns=["first collapse", "final / minimum", "loss into the minimum"])
-    summaries = []
-    for size, block in (pp.groupby("hidden", dropna=False, sort=False) if "hidden" in keys else [(None, pp)]):
-        entries = []
-        for arm, seeds in block.groupby(arms, dropna=False, sort=False):
-            arm = arm if isinstance(arm, tuple) else (arm,)
-            waiting = [s for s in seeds.status if s in ("failed", "running", "missing", "no_record")]
-            entries.append({"arm": ", ".join(fmt_value(v) for v in arm), "final_tokens": list(seeds.final_tokens),
-                            "waiting": waiting})
-        prefix = f"hidden={fmt_value(size)}: " if size is not None else ""
-        summaries.append(prefix + intervention_summary(entries, rules))
-    return md, table, summaries
-
-
-def _phase_by_hidden(sizes: list[dict]) -> str:
-    phases = {s["phase"] for s in sizes}
-    if len(phases) == 1:
-        return phases.pop()
-    return "; ".join(f"{fmt_value(s['hidden'])}: {s['phase']}" for s in sizes)
-
-
-def decision_table(pp: pd.DataFrame, keys: list[str], late: int, rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if "hidden" not in keys:
-        return pd.DataFrame(), pd.DataFrame()
-    others = [k for k in keys if k != "hidden"]
-    rows = []
-    for group, block in (pp.groupby(others, dropna=False, sort=False) if others else [((), pp)]):
-        group = group if isinstance(group, tuple) else (group,)
-        sizes = []
-        for hidden, seeds in block.sort_values("hidden", kind="stable").groupby("hidden", sort=False):
-            have = seeds.tokens_late.notna()
-            sizes.append({"hidden": hidden, "tokens": seeds.tokens_late[have].mean() if have.any() else float("nan"),
-                          "seeds": int(have.sum()), "phase": phases_summary(list(seeds.phase_late[have])),
-                          "waiting": [s for s in dict.fromkeys(seeds.status[~have])]})
-        decision = decide_scaling(sizes, rules)
-        rows.append({**dict(zip(others, group)), "step": late,
-                     "tokens by hidden": "; ".join(f"{fmt_value(s['hidden'])}: {fmt_value(s['tokens'], 'tokens')}"
-                                                   for s in sizes if s["seeds"]),
-                     "phase by hidden": _phase_by_hidden([s for s in sizes if s["seeds"]]),
-                     f"diverse (>{rules.diverse:g})": ", ".join(fmt_value(s["hidden"]) for s in sizes
-                                                             if s["seeds"] and s["tokens"] > rules.diverse) or "none",
-                     "seeds per size": "/".join(str(s["seeds"]) for s in sizes),
-                     **decision})
-    table = pd.DataFrame(rows)
-    md = table.copy()
-    for k in others:
-        md[k] = [fmt_value(v) for v in md[k]]
-    md["step"] = [step_label(s) for s in md.step]
     return md, table
 
 
@@ -370,11 +222,11 @@ def diagnostics_table(dp: pd.DataFrame, keys: list[str], columns: list[str]) -> 
         return pd.DataFrame(), pd.DataFrame()
     shown = [(c, h, k) for c, h, k in DIAGNOSTICS if c == "unique_tokens" or c in columns]
     numbers = [f"{c}@{at}" for at in ("deepest", "final") for c in ["step"] + [c for c, _, _ in shown]]
-    table = _cells(dp, keys, numbers + ["unigram_entropy"])
+    table = cells(dp, keys, numbers + ["unigram_entropy"])
     for at in ("deepest", "final"):
-        table[f"verdict@{at}"] = _per_cell(dp, keys, f"verdict@{at}", lambda s: _verdicts(pd.Series(s, dtype=object)))
-        table[f"phase@{at}"] = _per_cell(dp, keys, f"phase@{at}", phases_summary)
-    md = _keys_display(table, keys)
+        table[f"verdict@{at}"] = per_cell(dp, keys, f"verdict@{at}", lambda s: verdicts_over_seeds(pd.Series(s, dtype=object)))
+        table[f"phase@{at}"] = per_cell(dp, keys, f"phase@{at}", phases_summary)
+    md = keys_display(table, keys)
     for at, name in (("deepest", "deepest"), ("final", "final")):
         md[f"{name} step"] = [fmt_cell(r, f"step@{at}", "step") for _, r in table.iterrows()]
         for column, header, kind in shown:
