@@ -375,3 +375,18 @@ def test_signature_thresholds_are_options(tmp_path):
     assert "lasting at least 0.3 of stage 1" in out
     md = (tmp_path / "signature.md").read_text()
     assert "| standard        | no 1/1" in md  # its plateau is 25% of the run
+
+
+@pytest.mark.slow
+def test_a_preset_sweep_lists_a_point_that_vanished(tmp_path):
+    """Presets write their grid as `hidden: ${grid.hiddens}`; grid.json holds the expanded points, so a point
+    whose folder is gone is still listed (as missing) and the decision waits for it."""
+    sweep_dir = tmp_path / "scaling"
+    run_cli("-m", "+sweep=scaling", "scale=smoke", "train.steps=10", "eval.every=10", "threads=1",
+            f"hydra.sweep.dir={sweep_dir}")
+    points = json.loads((sweep_dir / "grid.json").read_text())["points"]
+    assert [p["folder"] for p in points] == ["hidden=32", "hidden=64"]
+    shutil.rmtree(sweep_dir / "hidden=64")
+    tables, params = build_tables(load_sweeps(sweep_dir), collapse_steps=(10, 10))
+    assert tables["points"][1].status.tolist() == ["completed", "missing"]
+    assert tables["decision"][0].meaning[0] == "undecided: waiting for 64 (missing)"
