@@ -36,6 +36,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict, read_write
 
+from bitnet.records import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 MAX_REPORTED = 10  # bad points printed one per line; the rest are counted
@@ -107,7 +109,7 @@ class ValidatingSweeper(BasicSweeper):
     def write_grid_manifest(self, points: Sequence[Sequence[str]], sweep_dir: Path) -> None:
         """grid.json: every point in launch order with its overrides and its folder (relative to the sweep
         folder), as Hydra composes them for the job, so that the analysis can list points that never started
-        without re-deriving Hydra's grid expansion or folder naming."""
+        without re-deriving Hydra's grid expansion or folder naming. Rewritten only when the grid changed."""
         assert self.hydra_context is not None and self.config is not None
         entries = []
         for number, point in enumerate(points):
@@ -115,7 +117,10 @@ class ValidatingSweeper(BasicSweeper):
             with open_dict(config):
                 config.hydra.job.num = number  # a subdir may name the job number; the launcher sets it the same way
             entries.append({"overrides": list(point), "folder": str(OmegaConf.select(config, "hydra.sweep.subdir"))})
-        (sweep_dir / GRID_MANIFEST).write_text(json.dumps({"points": entries}, indent=1) + "\n")
+        text = json.dumps({"points": entries}, indent=1) + "\n"
+        path = sweep_dir / GRID_MANIFEST
+        if not path.exists() or path.read_text() != text:  # a rerun of the same sweep leaves it untouched
+            atomic_write_text(path, text)
 
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
