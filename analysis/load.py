@@ -151,6 +151,10 @@ def read_metrics(path: Path, warn=None) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame()
+    except pd.errors.ParserError as err:  # rows wider than the header, e.g. columns added on a resumed run
+        if warn:
+            warn(f"{path}: rows that do not fit the header were skipped ({str(err).strip()})")
+        frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
     for column in CORE_COLUMNS:
         if column not in frame:
             frame[column] = float("nan")

@@ -146,6 +146,9 @@ def test_a_torn_step_is_dropped_not_read_as_an_earlier_step(tmp_path):
     assert warnings == [f"{path}: last line '1000' is torn (cut off mid-write), dropped"]
     path.write_text("step,loss,unique_tokens\n1000,,16\n2000,,8\n")  # a whole file: nothing dropped, no warning
     assert read_metrics(path, warnings.append).step.tolist() == [1000, 2000] and len(warnings) == 1
+    path.write_text("step,loss,unique_tokens\n1000,,16\n2000,,8,0.5\n3000,,4\n")  # a row wider than the header
+    assert read_metrics(path, warnings.append).step.tolist() == [1000, 3000]
+    assert warnings[-1].startswith(f"{path}: rows that do not fit the header were skipped (")
 
 
 # ---- interventions and trajectories -------------------------------------------------------------------------
