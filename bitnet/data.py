@@ -10,21 +10,25 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.resources
-import io
 import json
 import os
 import re
 import sqlite3
-import tempfile
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from bitnet.records import atomic_file
+
 CORPORA = ("kjv", "text")
 CACHE_FORMAT = 1
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
 _VERSE_NUMBER = re.compile(r"^\d+:\d+\s+")
+# A text file may hold a few bytes that are not UTF-8 (a stray Latin-1 character); they become U+FFFD. Past this
+# share of undecodable bytes the file is not text in UTF-8 (binary data, another encoding) and is refused.
+MAX_UNDECODABLE_SHARE = 0.01
 
 
 def default_cache_dir() -> Path:
@@ -53,7 +57,32 @@ def text_files(path: str | os.PathLike) -> list[Path]:
         if files:
             return files
         raise FileNotFoundError(f"data.path={path}: no {'/'.join(TEXT_SUFFIXES)} files in this folder")
+    if path.exists():  # /dev/null, a pipe, a socket: is_file() is false but the name exists
+        kind = _file_kind(path.stat().st_mode)
+        raise ValueError(f"data.path={path}: not a regular file ({kind})")
     raise FileNotFoundError(f"data.path={path}: no such file or folder")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a named pipe",
+             stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a file or folder")
+
+
+def decode_text(raw: bytes, where: str) -> str:
+    """UTF-8 text; a few undecodable bytes become U+FFFD, more than MAX_UNDECODABLE_SHARE is refused."""
+    text = raw.decode("utf-8", errors="replace")
+    undecodable = text.count("\ufffd") - raw.decode("utf-8", errors="ignore").count("\ufffd")
+    if undecodable > MAX_UNDECODABLE_SHARE * len(raw):
+        try:
+            raw.decode("utf-8")
+            first = 0
+        except UnicodeDecodeError as err:
+            first = err.start
+        raise ValueError(f"{where}: not UTF-8 text: {undecodable} undecodable byte sequences in {len(raw)} bytes "
+                         f"(the first at byte {first}); allowed: UTF-8 text with at most "
+                         f"{MAX_UNDECODABLE_SHARE:.0%} undecodable bytes (convert it, e.g. iconv -t utf-8)")
+    return text
 
 
 def read_corpus(name: str, path: str | None) -> tuple[str, str]:
@@ -67,19 +96,12 @@ def read_corpus(name: str, path: str | None) -> tuple[str, str]:
         digest = hashlib.sha256()
         parts = []
         for file in text_files(path):
-            content = file.read_text(encoding="utf-8", errors="replace")
+            where = f"data.path={path}" + ("" if file == Path(path).expanduser() else f" ({file})")
+            content = decode_text(file.read_bytes(), where)
             digest.update(content.encode())
             parts.append(content)
         return "\n".join(parts), f"text-{digest.hexdigest()[:16]}"
     raise ValueError(f"data.name={name!r}: expected one of {', '.join(CORPORA)}")
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(payload)
-    os.replace(tmp, path)
 
 
 def train_tokenizer(text: str, vocab_size: int):
@@ -114,6 +136,9 @@ def split_ids(ids: torch.Tensor, val_fraction: float, block: int) -> tuple[torch
     be Revelation only) and makes the split a pure function of the token ids.
     """
     every = max(2, round(1 / val_fraction))
+    if len(ids) < every:
+        raise ValueError(f"{len(ids)} tokens are too few to hold out one token in {every} "
+                         f"(data.val_fraction={val_fraction})")
     block = max(1, min(block, len(ids) // (every * 10)))  # a small corpus still gets ~10 held-out blocks
     blocks = ids.split(block)
     val = [b for i, b in enumerate(blocks) if i % every == every - 1]
@@ -127,30 +152,64 @@ def cache_folder(fingerprint: str, vocab_size: int, cache_dir: str | None = None
     return root / f"{fingerprint}-v{vocab_size}-f{CACHE_FORMAT}"
 
 
-def load_corpus(name: str, path: str | None, vocab_size: int, val_fraction: float,
-                split_block: int = 1024, cache_dir: str | None = None, log=print) -> Corpus:
+def _read_cache(folder: Path):
+    """(tokenizer, ids) from a cache folder; raises when any part is missing, unreadable or inconsistent."""
     from tokenizers import Tokenizer
 
+    info = json.loads((folder / "info.json").read_text())
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ids = torch.load(folder / "ids.pt")
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or len(ids) != info["tokens"]:
+        raise ValueError(f"ids.pt does not hold the {info['tokens']} token ids info.json announces")
+    return tokenizer, ids
+
+
+def _build_cache(folder: Path, text: str, name: str, fingerprint: str, vocab_size: int):
+    tokenizer = train_tokenizer(text, vocab_size)
+    ids = torch.tensor([t for enc in tokenizer.encode_batch(text.splitlines(keepends=True))
+                        for t in enc.ids], dtype=torch.int32)
+    with atomic_file(folder / "tokenizer.json") as handle:
+        handle.write(tokenizer.to_str())
+    with atomic_file(folder / "ids.pt", "wb") as handle:
+        torch.save(ids, handle)
+    # Written last: a folder with info.json is complete (a killed build leaves none and is built again).
+    with atomic_file(folder / "info.json") as handle:
+        json.dump({"corpus": name, "fingerprint": fingerprint, "vocab_size": vocab_size,
+                   "actual_vocab_size": tokenizer.get_vocab_size(), "tokens": len(ids), "characters": len(text)},
+                  handle, indent=2)
+    return tokenizer, ids
+
+
+def load_corpus(name: str, path: str | None, vocab_size: int, val_fraction: float,
+                split_block: int = 1024, cache_dir: str | None = None, log=print) -> Corpus:
+    """The tokenized corpus and its held-out split, through the tokenizer cache. Raises ValueError, with a
+    one-line message naming the key, when the data cannot serve a run: text that is not UTF-8, too few tokens
+    to split, or a vocabulary smaller than `vocab_size` (BPE runs out of pairs to merge on a small text)."""
     text, fingerprint = read_corpus(name, path)
     folder = cache_folder(fingerprint, vocab_size, cache_dir)
-    tok_file, ids_file = folder / "tokenizer.json", folder / "ids.pt"
-    if tok_file.exists() and ids_file.exists():
-        tokenizer = Tokenizer.from_file(str(tok_file))
-        ids = torch.load(ids_file)
-    else:
+    cached = None
+    if (folder / "info.json").exists():
+        try:
+            cached = _read_cache(folder)
+        except Exception as err:  # noqa: BLE001 - any damage means: build it again
+            log(f"The tokenizer cache {folder} is unreadable ({type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}); rebuilding it")
+    if cached is None:
         log(f"Training a {vocab_size}-token BPE tokenizer on {name} ({len(text) / 1e6:.1f} MB of text); "
             f"cached in {folder}")
-        tokenizer = train_tokenizer(text, vocab_size)
-        ids = torch.tensor([t for enc in tokenizer.encode_batch(text.splitlines(keepends=True))
-                            for t in enc.ids], dtype=torch.int32)
-        _atomic_write_bytes(tok_file, tokenizer.to_str().encode())
-        buffer = io.BytesIO()
-        torch.save(ids, buffer)
-        _atomic_write_bytes(ids_file, buffer.getvalue())
-        _atomic_write_bytes(folder / "info.json", json.dumps(
-            {"corpus": name, "fingerprint": fingerprint, "vocab_size": vocab_size, "tokens": len(ids),
-             "characters": len(text)}, indent=2).encode())
-    train_ids, val_ids = split_ids(ids.long(), val_fraction, split_block)
+        cached = _build_cache(folder, text, name, fingerprint, vocab_size)
+    tokenizer, ids = cached
+    key = f"data.path={path}" if name == "text" else f"data.name={name}"
+    actual = tokenizer.get_vocab_size()
+    if actual < vocab_size:
+        raise ValueError(f"data.vocab_size={vocab_size}: this corpus yields a vocabulary of only {actual} tokens "
+                         f"({vocab_size - actual} fewer than asked: BPE ran out of pairs to merge); allowed "
+                         f"256..{actual} for {key}")
+    try:
+        train_ids, val_ids = split_ids(ids.long(), val_fraction, split_block)
+    except ValueError as err:
+        raise ValueError(f"{key}: the corpus is only {len(ids)} tokens ({len(text)} characters), too small for "
+                         f"one training window plus the held-out split: {err}") from None
     return Corpus(tokenizer, train_ids, val_ids, fingerprint, folder)
 
 

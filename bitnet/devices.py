@@ -9,6 +9,8 @@ lands on GPU 0. The rule here, applied to the `device` setting:
     cuda      error            cuda:(job_num % G)
     cuda:N    error            cuda:N (pinned; N must be < G)
     cpu       cpu              cpu
+    mps, xpu  as given when this torch build and machine have it, else error
+    other     error (meta, xla, ...: torch parses the name but a run cannot train there)
 
 `job_num` is `hydra.job.num` in a multirun (0 for a single run or outside Hydra); G counts the GPUs this
 process can see (`CUDA_VISIBLE_DEVICES` respected). Round robin by job number gives:
@@ -31,6 +33,12 @@ import os
 import torch
 
 JOBLIB_TARGET = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+# Accelerators besides CUDA that a run may name explicitly, each with its availability test. Anything else
+# torch.device() parses (meta, xla, hpu, ...) has no tensors to train on or needs a backend this tool lacks.
+OTHER_ACCELERATORS = {
+    "mps": lambda: torch.backends.mps.is_available(),
+    "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available(),
+}
 
 
 def _hydra_config():
@@ -73,8 +81,14 @@ def assign_device(name: str, job_num: int | None = None, n_gpus: int | None = No
         raise ValueError(f"device={name}: expected auto, cpu, cuda or cuda:N") from err
     if device.type == "cpu":
         return torch.device("cpu")
-    if device.type != "cuda":
-        return device  # mps, xpu, ...: used as given
+    if device.type in OTHER_ACCELERATORS:
+        if not OTHER_ACCELERATORS[device.type]():
+            raise ValueError(f"device={name}: not available with this build of torch on this machine; expected "
+                             f"auto, cpu, cuda or cuda:N")
+        return device  # used as given
+    if device.type != "cuda":  # meta, xla, hpu...: torch knows the name, but it cannot train a model here
+        raise ValueError(f"device={name}: not a device this tool can train on; expected auto, cpu, cuda or cuda:N"
+                         f" ({', '.join(OTHER_ACCELERATORS)} where this torch build supports them)")
     if not n_gpus:
         raise ValueError(f"device={name}: CUDA is not available on this machine (use device=auto or cpu)")
     if device.index is None:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bitnet.quant import BitLinear, ternary_codes
-from bitnet.records import atomic_write_text
+from bitnet.records import atomic_file
 
 LAYER_COLUMNS = ["step", "layer", "zero_frac", "flip_rate", "latent_rms"]
 GENERATION_COLUMNS = ["greedy_distinct1", "greedy_distinct2", "greedy_repeat3",
@@ -171,5 +171,6 @@ def generation_report(model, tokenizer, prompts: torch.Tensor, cfg, step: int, o
         lines += [f"\n## prompt {i}: {tokenizer.decode(prompt.tolist())!r}",
                   f"greedy : {tokenizer.decode(greedy[i].tolist())!r}",
                   f"sampled: {tokenizer.decode(sampled[i].tolist())!r}"]
-    atomic_write_text(folder / f"step_{step:07d}.txt", "\n".join(lines) + "\n")
+    with atomic_file(folder / f"step_{step:07d}.txt") as handle:
+        handle.write("\n".join(lines) + "\n")
     return {**text_diversity(greedy.tolist(), "greedy"), **text_diversity(sampled.tolist(), "sampled")}

@@ -52,6 +52,12 @@ class ModelConfig:
         return 16 * math.ceil(8 * self.hidden / 3 / 16)
 
 
+def head_counts(hidden: int, limit: int = 4096) -> list[int]:
+    """The n_heads values up to `limit` that split `hidden` into heads of even size (rotary embeddings pair
+    the dimensions of a head). Bounded by `limit`, not by `hidden`, so it is instant for any width."""
+    return [n for n in range(1, min(hidden, limit) + 1) if hidden % n == 0 and (hidden // n) % 2 == 0]
+
+
 def rotary_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -16,13 +17,16 @@ from pathlib import Path
 
 METRICS_FILE = "metrics.csv"
 RECORD_FILE = "run.json"
+LOCK_FILE = ".lock"
+TEMPORARY_SUFFIX = ".tmp"
 
 # The columns every metrics.csv starts with (the collapse diagnostics follow: bitnet.diagnostics).
 CORE_COLUMNS = ["step", "loss", "unique_tokens", "eval_loss", "unique_targets", "pred_entropy", "top1_share",
                 "lr", "wd", "lr_stage", "wd_stage", "tokens_seen", "elapsed_s"]
 
-# Run statuses. A point is done when its status is one of FINISHED_STATUSES.
-RUNNING, COMPLETED, DIVERGED, FAILED = "running", "completed", "diverged", "failed"
+# Run statuses. A point is done when its status is one of FINISHED_STATUSES; the others resume on a rerun
+# (`interrupted`: stopped by Ctrl-C or SIGTERM, not an error).
+RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED = "running", "completed", "diverged", "failed", "interrupted"
 FINISHED_STATUSES = (COMPLETED, DIVERGED)
 
 
@@ -57,20 +61,71 @@ def deferred_signals(signums=STOP_SIGNALS):
             signal.raise_signal(signum)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers see the old or the new file,
-    never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask can only set it, and setting it
+    even briefly would affect files other threads create meanwhile)."""
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "w"):
+    """A handle on a new temporary file next to `path` that replaces `path` when the block ends without error:
+    readers see the old or the new file, never half of one (the data is fsynced before the rename).
+
+    The temporary name is unique, so two writers never share one, and it is removed if the block fails. The
+    file gets the permissions the user's umask gives any new file (mkstemp's 0600 would hide results from the
+    rest of a group on a shared cluster)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, mode) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files `atomic_file` left in `folder` when a process was killed mid-write. Only call
+    this while holding the folder's point lock: another writer's temporary file would be in use."""
+    stale = [p for p in Path(folder).glob(f".*{TEMPORARY_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+@contextmanager
+def point_lock(out_dir: Path):
+    """Yield True while this process holds the exclusive lock of a point folder, False (at once, without
+    waiting) when another process holds it.
+
+    An OS lock (flock) on `.lock`: the kernel releases it when the holder exits, kill -9 included, so a lock is
+    never stale and nothing has to clean it up. On Linux NFS, flock is carried by NFS byte-range locks, so it
+    also holds between nodes of a cluster sharing the folder."""
+    fd = os.open(Path(out_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _format(value) -> str:
@@ -133,12 +188,29 @@ class MetricsCSV:
             step = line.split(",", 1)[0]
             if step.isdigit() and int(step) <= last_step:
                 kept.append(line)
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        with atomic_file(path) as handle:
+            handle.write("".join(f"{line}\n" for line in kept))
         return max(len(kept) - 1, 0)  # 0 when even the header was torn
+
+    @staticmethod
+    def ends_torn(path: Path) -> bool:
+        """True when the file's last line is incomplete (no final newline): what a crash mid-write leaves."""
+        path = Path(path)
+        if not path.exists() or path.stat().st_size == 0:
+            return False
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
 
 
 def write_record(out_dir: Path, record: dict) -> None:
-    atomic_write_text(Path(out_dir) / RECORD_FILE, json.dumps(record, indent=2, default=str) + "\n")
+    with atomic_file(Path(out_dir) / RECORD_FILE) as handle:
+        handle.write(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def finished_step(record: dict) -> int:
+    """The step a finished point is reported at: where it diverged (the first non-finite loss), else its last."""
+    return record["diverged_step"] if record.get("status") == DIVERGED else record["step"]
 
 
 def read_record(out_dir: Path) -> dict | None:

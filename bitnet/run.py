@@ -6,14 +6,16 @@ Each point writes metrics.csv (step,loss,unique_tokens,...) and run.json into it
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bitnet.records import DIVERGED
+from bitnet.records import finished_step, read_record
 
 log = logging.getLogger("bitnet")
 
@@ -33,26 +35,55 @@ def summary_table(csv_path: Path, max_rows: int = 8) -> str:
     return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM end a run like Ctrl-C does (the point is recorded `interrupted`), instead of killing the
+    process with its status left at `running`. A handler someone else installed (submitit's, which requeues a
+    preempted SLURM job) is left in place."""
+    from bitnet.train import Stopped
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop)
+
+
+def exit_with(message: str, code: int) -> None:
+    """One line on stderr, no traceback."""
+    print(message, file=sys.stderr)
+    sys.stderr.flush()
+    sys.exit(code)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from bitnet.train import Run
+    from bitnet.train import DifferentConfig, Run, signal_name
     from bitnet.validate import ConfigError, validate
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.RUN:  # a single run was validated before its folder existed (bitnet.callbacks)
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            exit_with(f"error: {err}", 2)  # before anything is trained or written
+    stop_on_sigterm()
     try:
-        validate(cfg)
-    except ConfigError as err:
-        # One line, no traceback, non-zero exit, before anything is trained or written.
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    record = Run(cfg, out_dir).run()
+        record = Run(cfg, out_dir).run()
+    except DifferentConfig as err:
+        exit_with(f"error: {err}", 2)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: resumable, not an error
+        name = signal_name(err)
+        step = (read_record(out_dir) or {}).get("step", 0)
+        exit_with(f"interrupted by {name} at step {step}: {out_dir} is recorded as interrupted; run the same "
+                  f"command again to resume from its last checkpoint", 128 + signal.Signals[name].value)
+    if record.get("busy"):
+        return
     csv_path = out_dir / record["metrics_csv"]
     counts = record["params"]
-    log.info(f"{record['status']} at step {record['step']} in {record['elapsed_s']:.1f}s "
+    log.info(f"{record['status']} at step {finished_step(record)} in {record['elapsed_s']:.1f}s "
              f"({counts['total']:,} parameters, {counts['non_embedding']:,} non-embedding; "
              f"{record['eval_positions']} eval positions, {record['eval_unique_targets']} distinct targets)")
-    if record["status"] == DIVERGED:
-        log.info(f"diverged at step {record['diverged_step']}")
     log.info(f"metrics: {csv_path}")
     if csv_path.exists():
         log.info(summary_table(csv_path))

@@ -15,7 +15,9 @@ import logging
 import math
 import os
 import platform
+import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,8 +31,9 @@ from bitnet.diagnostics import (DIAGNOSTIC_COLUMNS, LAYER_COLUMNS, CosineAccumul
                                 generation_prompts, generation_report, unigram_entropy)
 from bitnet.metrics import prediction_diversity
 from bitnet.model import BitNetLM, ModelConfig
-from bitnet.records import (COMPLETED, CORE_COLUMNS, DIVERGED, FAILED, FINISHED_STATUSES, METRICS_FILE, RUNNING,
-                            MetricsCSV, deferred_signals, read_record, write_record)
+from bitnet.records import (COMPLETED, CORE_COLUMNS, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
+                            METRICS_FILE, RUNNING, MetricsCSV, atomic_file, deferred_signals, finished_step,
+                            point_lock, read_record, remove_stale_temporaries, write_record)
 from bitnet.schedules import lr_schedule, wd_schedule
 
 log = logging.getLogger("bitnet")
@@ -46,6 +49,37 @@ class Diverged(RuntimeError):
     def __init__(self, step: int):
         super().__init__(f"training loss became NaN or infinite at step {step}")
         self.step = step
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGTERM, or SIGINT as KeyboardInterrupt) ends the run: the point is recorded
+    `interrupted` and resumes from its checkpoint on a rerun."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def signal_name(err: KeyboardInterrupt) -> str:
+    return signal.Signals(err.signum).name if isinstance(err, Stopped) else "SIGINT"
+
+
+class DifferentConfig(ValueError):
+    """The output folder holds a run of another config (which keys differ is in the message)."""
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every leaf that differs between two resolved configs (execution keys aside)."""
+    differences = []
+    for key in sorted(set(old) | set(new), key=str):
+        if not prefix and key in EXECUTION_KEYS:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differences.append(f"{prefix}{key}: {json.dumps(a)} there, {json.dumps(b)} now")
+    return differences
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,8 +151,24 @@ def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device, au
             "softmax_entropy": float(entropy_sum) / eval_set.positions}
 
 
-def evaluation_steps(total: int, every: int) -> set[int]:
-    return {0, total, *range(every, total, every)}
+@dataclass(frozen=True)
+class EvaluationSteps:
+    """Steps 0, every, 2 every, ... and the last step, as a rule rather than a set (constant memory for any
+    train.steps)."""
+
+    total: int
+    every: int
+
+    def __contains__(self, step: int) -> bool:
+        return step == self.total or (0 <= step < self.total and step % self.every == 0)
+
+    def number(self, step: int) -> int:
+        """0 for the first evaluation (step 0), 1 for the next, ..."""
+        return -(-step // self.every)
+
+
+def evaluation_steps(total: int, every: int) -> EvaluationSteps:
+    return EvaluationSteps(total, every)
 
 
 class Run:
@@ -197,23 +247,37 @@ class Run:
                  "sampler": self.sampler.state_dict(), "cpu_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                  "loss_sum": self.loss_sum, "loss_count": self.loss_count, "codes": self.weights.state_dict()}
-        tmp = self.checkpoint_path.with_name(f".{CHECKPOINT_FILE}.tmp")
-        # fsynced before the rename: a crash never leaves a torn checkpoint; a preemption signal waits for it
-        with deferred_signals():
-            with open(tmp, "wb") as handle:
-                torch.save(state, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.checkpoint_path)
+        # Written whole and fsynced before the rename, so a crash never leaves a torn checkpoint; a preemption
+        # signal waits for it.
+        with deferred_signals(), atomic_file(self.checkpoint_path, "wb") as handle:
+            torch.save(state, handle)
 
-    def _load_checkpoint(self) -> bool:
+    def _read_checkpoint(self) -> dict | None:
+        """The checkpoint's state, or None when there is none. An unreadable one (a disk fault, a copy cut
+        short) is set aside as checkpoint.pt.corrupt with a warning, and the point starts over, so a rerun
+        always makes progress instead of failing the same way each time."""
         if not self.checkpoint_path.exists():
+            return None
+        try:  # on the CPU: the RNG states must stay CPU ByteTensors; the rest is copied to the device
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+            missing = {"step", "fingerprint", "model", "optimizer", "sampler", "cpu_rng"} - set(state)
+            if missing:
+                raise KeyError(f"no {', '.join(sorted(missing))}")
+        except Exception as err:  # noqa: BLE001 - whatever the damage, the file cannot be resumed from
+            aside = self.checkpoint_path.with_name(f"{CHECKPOINT_FILE}.corrupt")
+            os.replace(self.checkpoint_path, aside)
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
+            log.warning(f"The checkpoint {self.checkpoint_path} is unreadable ({type(err).__name__}: {reason}); "
+                        f"set aside as {aside.name}, the point starts over from step 0")
+            return None
+        return state
+
+    def _load_checkpoint(self, previous: dict | None) -> bool:
+        state = self._read_checkpoint()
+        if state is None:
             return False
-        # On the CPU: the RNG states must stay CPU ByteTensors; model and optimizer state are copied to the device.
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         if state["fingerprint"] != self.fingerprint:
-            raise ValueError(f"{self.out_dir}: a checkpoint of a different config is here; resume with the same "
-                             f"config or use another output folder")
+            raise DifferentConfig(self._different_config(previous, "a checkpoint"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
@@ -226,6 +290,16 @@ class Run:
         MetricsCSV.truncate_after(self.csv_path, self.step)
         MetricsCSV.truncate_after(self.layers_path, self.step)
         return True
+
+    def _different_config(self, previous: dict | None, what: str) -> str:
+        """One line: the folder, what of the other config is in it, and the keys that differ."""
+        shown = ""
+        if previous and isinstance(previous.get("config"), dict):
+            differences = config_differences(previous["config"], OmegaConf.to_container(self.cfg, resolve=True))
+            more = f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
+            shown = f" ({'; '.join(differences[:5])}{more})" if differences else ""
+        return (f"{self.out_dir} holds {what} of a different config{shown}; rerun with that config to continue "
+                f"it, or give another output folder")
 
     # ---- the loop ----------------------------------------------------------------------------------
     def _evaluation_row(self) -> dict:
@@ -243,7 +317,7 @@ class Run:
         together, per_layer = self.weights.measure()
         row.update(together)
         self.layers_csv.write_many({"step": self.step, **layer} for layer in per_layer)
-        evaluation = len([s for s in self.eval_steps if s <= self.step]) - 1
+        evaluation = self.eval_steps.number(self.step)
         if self.generate_every and evaluation % self.generate_every == 0:
             row.update(generation_report(self.model, self.corpus.tokenizer, self.prompts, self.cfg.eval.generate,
                                          self.step, self.out_dir, self.autocast))
@@ -274,52 +348,92 @@ class Run:
         return loss.detach()
 
     def run(self) -> dict:
+        """Train the point, resume it, or skip it when it is finished or another process is training it now.
+
+        The folder's lock (bitnet.records.point_lock) is held for the whole run, so two launches of the same
+        sweep never train the same point: the second one skips it and says so."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = config_fingerprint(self.cfg)
+        with point_lock(self.out_dir) as held:
+            if not held:
+                log.info(f"Another process is training this point now (it holds {self.out_dir / LOCK_FILE}): "
+                         f"skipped here; its results will be in {self.out_dir}")
+                return {"status": RUNNING, "skipped": True, "busy": True}
+            return self._run_locked()
+
+    def _run_locked(self) -> dict:
+        remove_stale_temporaries(self.out_dir)  # left by a process killed mid-write; nobody else writes here now
         previous = read_record(self.out_dir)
         if previous and previous.get("status") in FINISHED_STATUSES:
             if previous.get("config_fingerprint") != self.fingerprint:
-                raise ValueError(f"{self.out_dir} holds a finished run of a different config; "
-                                 f"use another output folder")
-            log.info(f"Already {previous['status']} at step {previous['step']}: {self.csv_path} (skipped)")
+                raise DifferentConfig(self._different_config(previous, f"a {previous['status']} run"))
+            self._drop_torn_rows(previous)
+            log.info(f"Already {previous['status']} at step {finished_step(previous)}: {self.csv_path} (skipped)")
             return {**previous, "skipped": True}
 
         try:
             self._setup()
             self.step, self.elapsed, self.loss_sum, self.loss_count = 0, 0.0, 0.0, 0
-            resumed = self._load_checkpoint()
-        except BaseException as err:  # e.g. an unreadable checkpoint: still leave a record saying so
-            write_record(self.out_dir, {**(previous or {}), "status": FAILED, "error": f"{type(err).__name__}: {err}",
+            resumed = self._load_checkpoint(previous)
+        except DifferentConfig:
+            raise  # the folder belongs to another config: leave its record alone
+        except BaseException as err:  # e.g. the data went missing: still leave a record saying so
+            status = INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
+            write_record(self.out_dir, {**(previous or {}), "status": status, "error": f"{type(err).__name__}: {err}",
                                         "config_fingerprint": self.fingerprint, "metrics_csv": METRICS_FILE,
                                         "config": OmegaConf.to_container(self.cfg, resolve=True)})
             raise
-        if not resumed:  # a killed run that never checkpointed starts over
-            self.csv_path.unlink(missing_ok=True)
-            self.layers_path.unlink(missing_ok=True)
         if resumed:
             log.info(f"Resuming from the checkpoint at step {self.step}")
+        else:  # a new point, or a killed one that never checkpointed: start over
+            log.info(f"Training from step 0 in {self.out_dir}")
+            self.csv_path.unlink(missing_ok=True)
+            self.layers_path.unlink(missing_ok=True)
+        if self.checkpoint_every >= self.last_step:  # eval.every beyond the run (checkpoint_every follows it)
+            log.warning(f"No checkpoint will be taken: train.checkpoint_every={self.checkpoint_every} (eval.every="
+                        f"{self.cfg.eval.every}) is not below the {self.last_step} steps that run, so a stopped run "
+                        f"starts over; give eval.every a value below {self.last_step} for checkpoints")
         self._record(RUNNING)
-        csv = MetricsCSV(self.csv_path, METRIC_COLUMNS)
-        self.layers_csv = MetricsCSV(self.layers_path, LAYER_COLUMNS)
+        csv = layers_csv = None
         try:
+            csv = MetricsCSV(self.csv_path, METRIC_COLUMNS)
+            self.layers_csv = layers_csv = MetricsCSV(self.layers_path, LAYER_COLUMNS)
             return self._loop(csv, resumed)
         except Diverged as err:
             log.warning(f"Diverged: {err}; point stopped, the sweep goes on")
             return self._record(DIVERGED, diverged_step=err.step, error=str(err))
+        except KeyboardInterrupt as err:
+            self._record(INTERRUPTED, error=f"stopped by {signal_name(err)}")
+            raise
         except BaseException as err:
             self._record(FAILED, error=f"{type(err).__name__}: {err}")
             raise
         finally:
-            csv.close()
-            self.layers_csv.close()
+            for handle in (csv, layers_csv):
+                if handle is not None:
+                    handle.close()
+
+    def _drop_torn_rows(self, previous: dict) -> None:
+        """A finished point's CSVs end in a complete row; a torn tail (a crash mid-write in an older version, a
+        copy cut short) is cut off so that it does not stay forever."""
+        for path in (self.csv_path, self.layers_path):
+            if MetricsCSV.ends_torn(path):
+                kept = MetricsCSV.truncate_after(path, int(previous["step"]))
+                log.warning(f"{path} ended in a torn row; cut it off ({kept} complete rows kept)")
 
     def _loop(self, csv: MetricsCSV, resumed: bool) -> dict:
         from tqdm.auto import tqdm
 
         if not resumed:
             csv.write(self._evaluation_row())
-        bar = tqdm(total=self.last_step, initial=self.step, disable=not self.cfg.progress, unit="step",
-                   dynamic_ncols=True, mininterval=1.0, leave=False)
+        with tqdm(total=self.last_step, initial=self.step, disable=not self.cfg.progress, unit="step",
+                  dynamic_ncols=True, mininterval=1.0, leave=False) as bar:  # closed on any exit
+            self._train(csv, bar)
+        record = self._record(COMPLETED)  # then drop the checkpoint: a kill in between still leaves a finished point
+        self.checkpoint_path.unlink(missing_ok=True)
+        return record
+
+    def _train(self, csv: MetricsCSV, bar) -> None:
         refresh_every = max(1, min(int(self.cfg.eval.every), 20))
         window = []
         unique = ""  # last evaluated unique_tokens, shown in the progress bar
@@ -346,8 +460,4 @@ class Run:
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.step < self.last_step:
                     self._save_checkpoint()
                     self._record(RUNNING)
-        bar.close()
         self.elapsed = time.perf_counter() - started
-        record = self._record(COMPLETED)  # then drop the checkpoint: a kill in between still leaves a finished point
-        self.checkpoint_path.unlink(missing_ok=True)
-        return record

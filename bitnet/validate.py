@@ -1,8 +1,8 @@
 """Checks a composed config before anything is built or trained, with one-line messages that name the key,
 the bad value and what is allowed.
 
-`validate(cfg)` runs every check and raises `ConfigError` at the first problem. The checks come in three
-layers, cheapest first:
+`validate(cfg)` runs every check and raises `ConfigError` at the first problem. The checks come in four
+layers, in this order (the data before the resources, so the vocabulary is the real one):
 
 1. the config itself: types, ranges, known choices and the relations between keys (head size, switch steps
    inside the run, warmup no longer than the run, checkpoints on evaluation steps, ...);
@@ -10,7 +10,9 @@ layers, cheapest first:
    SLURM, whose jobs run on other nodes);
 3. the data (skip with `data=False`): the text exists and the held-out split has room for `eval.positions`.
    This loads the corpus through the tokenizer cache (a fraction of a second once cached; the first time it
-   trains the tokenizer that the run would train anyway).
+   trains the tokenizer that the run would train anyway);
+4. the resources (bitnet.preflight): the memory a training step needs fits the device, and the results fit
+   the disk where they go; estimated from the config's sizes, in microseconds.
 
 `python -m bitnet.run` prints the message as `error: <message>` and exits 2; the validating sweeper
 (bitnet.sweeper) checks every grid point of a `-m` sweep this way before launching any.
@@ -105,6 +107,14 @@ def _choice(cfg, key: str, options, group: str | None = None) -> str:
     return value
 
 
+def _seed(cfg, key: str, default=_ABSENT) -> int:
+    allowed = "an integer >= 0 and < 2**64 (the range torch's random generators accept)"
+    value = _integer(cfg, key, 0, allowed, default=default)
+    if value >= 2**64:
+        raise ConfigError(f"{key}={value}: must be {allowed}")
+    return value
+
+
 def _boolean(cfg, key: str, default=_ABSENT) -> bool:
     value = _get(cfg, key, default)
     if not isinstance(value, bool):
@@ -114,7 +124,7 @@ def _boolean(cfg, key: str, default=_ABSENT) -> bool:
 
 # ---- 1. the config -----------------------------------------------------------------------------------------
 def _check_model(cfg) -> None:
-    from bitnet.model import FFN_KINDS, NORM_PLACEMENTS
+    from bitnet.model import FFN_KINDS, NORM_PLACEMENTS, head_counts
     from bitnet.quant import QUANT_MODES
 
     if "hidden" in cfg:  # model.hidden is ${hidden}: name the key the user typed
@@ -123,7 +133,7 @@ def _check_model(cfg) -> None:
     _positive(cfg, "model.layers")
     heads = _positive(cfg, "model.n_heads")
     if hidden % heads or (hidden // heads) % 2:
-        fits = [str(n) for n in range(1, hidden + 1) if hidden % n == 0 and (hidden // n) % 2 == 0]
+        fits = [str(n) for n in head_counts(hidden)]
         why = (f"hidden={hidden} is not divisible by it" if hidden % heads
                else f"the head size hidden/n_heads={hidden // heads} is odd (rotary embeddings need it even)")
         raise ConfigError(f"model.n_heads={heads}: {why}; allowed for hidden={hidden}: "
@@ -211,7 +221,7 @@ def _check_train_and_eval(cfg) -> None:
         _positive(cfg, "eval.generate.prompts", default=1)
         _positive(cfg, "eval.generate.new_tokens", default=1)
         _number(cfg, "eval.generate.temperature", 0, None, "a positive number", low_open=True, default=1.0)
-        _integer(cfg, "eval.generate.seed", 0, "an integer >= 0", default=0)
+        _seed(cfg, "eval.generate.seed", default=0)
         prompt = _positive(cfg, "eval.generate.prompt_tokens", default=1)
         seq_len = _get(cfg, "data.seq_len")
         if isinstance(seq_len, int) and 0 < seq_len < prompt:
@@ -256,7 +266,7 @@ def _check_execution(cfg) -> None:
     _boolean(cfg, "compile", default=False)
     _boolean(cfg, "progress", default=True)
     _positive(cfg, "threads", "CPU threads", optional=True, default=None)
-    _integer(cfg, "seed", 0, "an integer >= 0")
+    _seed(cfg, "seed")
     device = _get(cfg, "device")
     if not isinstance(device, str) or not device.strip():
         raise ConfigError(f"device={_show(device)}: expected auto, cpu, cuda or cuda:N")
@@ -341,6 +351,10 @@ def validate(cfg: DictConfig, *, device: bool = True, data: bool = True, cache: 
     split (loads the corpus through the tokenizer cache). cache: a dict shared across calls (grid points) so
     that each distinct data config is loaded once.
     """
+    from bitnet.devices import assign_device
+    from bitnet.preflight import check_fits, results_folder
+
+    results = results_folder(cfg)
     if "hydra" in cfg:  # a config from load_sweep_config: check the task's part
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
     _check_execution(cfg)
@@ -352,3 +366,7 @@ def validate(cfg: DictConfig, *, device: bool = True, data: bool = True, cache: 
         _check_device(cfg)
     if data:
         _check_data(cfg, cache)
+    try:  # memory and disk, from the config's sizes (bitnet.preflight); after the data: the vocabulary is real
+        check_fits(cfg, results, assign_device(cfg.device, job_num=0) if device else None)
+    except ValueError as err:
+        raise ConfigError(_first_line(err)) from None

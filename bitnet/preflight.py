@@ -1,0 +1,157 @@
+"""Will a grid point fit on this machine? Estimates, from the config alone (arithmetic: no model is built, no
+memory is touched), of the memory a training step needs and of the disk its results take, checked before
+anything is built or trained. `bitnet.validate` calls `check_fits`.
+
+Memory, with B x T the batch shape (train.batch_size x data.seq_len), V the vocabulary, h the width, F the FFN
+width and L the layers:
+
+- weights: P = 2Vh (embedding and head) + L(4h^2 + 3hF) parameters (norm gains left out). Training keeps each
+  in fp32 with its gradient and AdamW's two moments: 16 bytes per parameter;
+- activations kept for the backward pass: the logits and their gradient (2 B T V fp32 values) and, per layer,
+  the inputs of the attention and FFN projections (B T (4h + 3F) values; 2 bytes each under bf16 autocast,
+  4 in fp32);
+- evaluation: eval.batch_size x T x V fp32 logits, which exist only between training steps, so the larger of
+  the two phases counts.
+
+Everything left out (norm gains, quantized weight copies, attention internals, the allocator's slack) only
+adds to the need, so the estimate is a lower bound: a refused point certainly does not fit, a passed one can
+still run out of memory. It is compared with the machine's RAM (or the cgroup limit a scheduler set) on CPU,
+and with the GPU's total memory on CUDA.
+
+Disk: a run appends one metrics.csv row (about 100 bytes) and one layers.csv row per BitLinear (about 30 bytes)
+at each of its train.steps / eval.every + 1 evaluations, and keeps up to two checkpoints (the last one and
+the one being written) of 12 bytes per parameter (fp32 weights and AdamW moments). This is compared with the
+free space where the results go.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+ADAMW_TRAINING_BYTES = 16  # fp32 weight + gradient + two AdamW moments, per parameter
+CHECKPOINT_BYTES = 12  # fp32 weight + two AdamW moments, per parameter
+METRICS_ROW_BYTES = 100
+LAYER_ROW_BYTES = 30
+BITLINEARS_PER_LAYER = 7  # q, k, v, o and the FFN's gate, up, down
+
+
+def _size(n: float) -> str:
+    if n < 2**40:
+        return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**40:.3g} TiB"
+
+
+def _shape(cfg) -> dict:
+    from bitnet.model import ModelConfig
+
+    m = cfg.model
+    model = ModelConfig(vocab_size=int(cfg.data.vocab_size), hidden=int(m.hidden), layers=int(m.layers),
+                        n_heads=int(m.n_heads), max_seq_len=int(cfg.data.seq_len), ffn_dim=m.get("ffn_dim"))
+    return {"V": model.vocab_size, "h": model.hidden, "L": model.layers, "F": model.ffn_width,
+            "T": model.max_seq_len, "B": int(cfg.train.batch_size), "E": int(cfg.eval.batch_size)}
+
+
+def parameter_count(cfg) -> int:
+    """The model's weight-matrix parameters (embedding, head and the BitLinear layers; norm gains left out)."""
+    s = _shape(cfg)
+    return 2 * s["V"] * s["h"] + s["L"] * (4 * s["h"] ** 2 + 3 * s["h"] * s["F"])
+
+
+def memory_needed(cfg, device: torch.device) -> dict[str, int]:
+    """Lower bounds, in bytes, of what one training step needs on `device`: weights (with gradients and AdamW
+    state), training activations, and evaluation logits."""
+    s = _shape(cfg)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    tokens = s["B"] * s["T"]
+    return {"weights": ADAMW_TRAINING_BYTES * parameter_count(cfg),
+            "activations": tokens * (2 * s["V"] * 4 + s["L"] * (4 * s["h"] + 3 * s["F"]) * (2 if bf16 else 4)),
+            "evaluation": s["E"] * s["T"] * s["V"] * 4}
+
+
+def memory_available(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they are) for `device`: the GPU's total memory, or the RAM this process may use."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return total, f"{device} has {_size(total)} in all"
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:  # a scheduler's limit (cgroup v2), e.g. SLURM's --mem
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit() and int(limit) < ram:
+            return int(limit), f"this job may use {_size(int(limit))} (cgroup limit)"
+    except OSError:
+        pass
+    return ram, f"this machine has {_size(ram)} of RAM"
+
+
+def check_memory(cfg, device: torch.device) -> None:
+    need = memory_needed(cfg, device)
+    weights, activations = need["weights"], max(need["activations"], need["evaluation"])
+    available, what = memory_available(device)
+    if weights + activations <= available:
+        return
+    s = _shape(cfg)
+    if weights >= activations:  # name the key behind the larger share of the weights
+        vocabulary_part = 2 * s["V"] * s["h"]
+        key = "data.vocab_size" if vocabulary_part > parameter_count(cfg) - vocabulary_part else (
+            "hidden" if "hidden" in cfg else "model.hidden")
+    else:
+        key = "train.batch_size" if need["activations"] >= need["evaluation"] else "eval.batch_size"
+    value = {"data.vocab_size": s["V"], "hidden": s["h"], "model.hidden": s["h"], "train.batch_size": s["B"],
+             "eval.batch_size": s["E"]}[key]
+    raise ValueError(f"{key}={value}: this point needs at least {_size(weights + activations)} of memory on "
+                     f"{device.type} ({_size(weights)} for {parameter_count(cfg):.3g} parameters with gradients and "
+                     f"AdamW state, {_size(activations)} of activations at batch {s['B']}x{s['T']}), but {what}; "
+                     f"allowed: a smaller model (hidden, model.layers, data.vocab_size) or batch")
+
+
+def disk_needed(cfg) -> dict[str, int]:
+    """Estimates, in bytes, of the results a run writes: CSV rows and (up to two) checkpoints."""
+    steps, every = int(cfg.train.steps), int(cfg.eval.every)
+    evaluations = steps // every + 2
+    bitlinears = BITLINEARS_PER_LAYER * int(cfg.model.layers) + int(bool(cfg.model.get("quantize_head", False)))
+    return {"rows": evaluations * (METRICS_ROW_BYTES + bitlinears * LAYER_ROW_BYTES),
+            "checkpoints": 2 * CHECKPOINT_BYTES * parameter_count(cfg) if cfg.train.get("checkpoint_every") else 0}
+
+
+def check_disk(cfg, folder: Path) -> None:
+    existing = Path(folder).expanduser().absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    need = disk_needed(cfg)
+    if sum(need.values()) <= free:
+        return
+    if need["rows"] >= need["checkpoints"]:
+        steps, every = int(cfg.train.steps), int(cfg.eval.every)
+        raise ValueError(f"train.steps={steps}: the results would take about {_size(sum(need.values()))} on disk "
+                         f"({steps // every + 1} evaluation rows at eval.every={every}), but {existing} has "
+                         f"{_size(free)} free; allowed: fewer steps or a larger eval.every")
+    key = "hidden" if "hidden" in cfg else "model.hidden"
+    raise ValueError(f"{key}={cfg.model.hidden}: two checkpoints of {parameter_count(cfg):.3g} parameters take "
+                     f"about {_size(need['checkpoints'])}, but {existing} has {_size(free)} free; allowed: a "
+                     f"smaller model, or train.checkpoint_every=0 (no resume)")
+
+
+def results_folder(cfg) -> Path:
+    """Where this config's results will be written: the sweep folder for a sweeper's grid point (its config
+    keeps the `hydra` node), the run folder inside a Hydra job, else the working directory."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if "hydra" in cfg:
+        return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir", default=".")))
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def check_fits(cfg, folder: Path, device: torch.device | None) -> None:
+    """Raise ValueError (one line: the key that sets the size, the estimate, what is available) when a point
+    cannot fit in memory on `device` (skipped when None: the device is on another machine) or on disk."""
+    if device is not None:
+        check_memory(cfg, device)
+    check_disk(cfg, folder)
