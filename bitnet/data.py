@@ -165,7 +165,10 @@ def _read_cache(folder: Path):
 
 
 def _build_cache(folder: Path, text: str, name: str, fingerprint: str, vocab_size: int):
-    tokenizer = train_tokenizer(text, vocab_size)
+    # Each BPE merge shortens the tokenized text, so no text yields more than 256 + its length in bytes tokens.
+    # Asking the trainer for more gives the same tokenizer, after it reserves room for all of them (a process
+    # abort at data.vocab_size=1e9).
+    tokenizer = train_tokenizer(text, min(vocab_size, 256 + len(text.encode())))
     ids = torch.tensor([t for enc in tokenizer.encode_batch(text.splitlines(keepends=True))
                         for t in enc.ids], dtype=torch.int32)
     with atomic_file(folder / "tokenizer.json") as handle:
@@ -200,16 +203,16 @@ def load_corpus(name: str, path: str | None, vocab_size: int, val_fraction: floa
         cached = _build_cache(folder, text, name, fingerprint, vocab_size)
     tokenizer, ids = cached
     key = f"data.path={path}" if name == "text" else f"data.name={name}"
-    actual = tokenizer.get_vocab_size()
-    if actual < vocab_size:
-        raise ValueError(f"data.vocab_size={vocab_size}: this corpus yields a vocabulary of only {actual} tokens "
-                         f"({vocab_size - actual} fewer than asked: BPE ran out of pairs to merge); allowed "
-                         f"256..{actual} for {key}")
     try:
         train_ids, val_ids = split_ids(ids.long(), val_fraction, split_block)
     except ValueError as err:
         raise ValueError(f"{key}: the corpus is only {len(ids)} tokens ({len(text)} characters), too small for "
                          f"one training window plus the held-out split: {err}") from None
+    actual = tokenizer.get_vocab_size()
+    if actual < vocab_size:
+        raise ValueError(f"data.vocab_size={vocab_size}: this corpus yields a vocabulary of only {actual} tokens "
+                         f"({vocab_size - actual} fewer than asked: BPE ran out of pairs to merge); allowed "
+                         f"256..{actual} for {key}")
     return Corpus(tokenizer, train_ids, val_ids, fingerprint, folder)
 
 

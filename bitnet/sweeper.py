@@ -31,12 +31,13 @@ import time
 from pathlib import Path
 from typing import Any, List, Sequence
 
+from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict, read_write
 
-from bitnet.records import atomic_write_text
+from bitnet.records import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,35 @@ class ValidatingSweeper(BasicSweeper):
         text = json.dumps({"points": entries}, indent=1) + "\n"
         path = sweep_dir / GRID_MANIFEST
         if not path.exists() or path.read_text() != text:  # a rerun of the same sweep leaves it untouched
-            atomic_write_text(path, text)
+            with atomic_file(path) as handle:
+                handle.write(text)
+
+    def warn_about_renamed_points(self, points: Sequence[Sequence[str]], sweep_dir: Path) -> None:
+        """Say, before launching, when the sweep folder holds points under names this grid will not use.
+
+        Folders are named by the keys that vary, so adding a swept key (`hidden=32,64`, then `hidden=32,64
+        seed=0,1`) renames every point: `hidden=32` becomes `hidden=32,seed=0`, which has no results, and is
+        trained again instead of being skipped. The old folders are left as they are."""
+        assert self.config is not None
+        if not sweep_dir.is_dir():
+            return
+        if OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir") != \
+                "${hydra.job.override_dirname}":
+            return  # a custom naming: nothing to compare with
+        settings = self.config.hydra.job.config.override_dirname
+        parser = OverridesParser.create()
+        new_names = {get_overrides_dirname(parser.parse_overrides(list(point)), list(settings.exclude_keys),
+                                           settings.item_sep, settings.kv_sep) for point in points}
+        old_names = sorted(p.parent.name for p in sweep_dir.glob("*/run.json"))
+        renamed = [name for name in old_names if name not in new_names]
+        if renamed:
+            varying = ", ".join(sorted(self._varying_keys(points))) or "none"
+            shown = ", ".join(renamed[:3]) + (f" and {len(renamed) - 3} more" if len(renamed) > 3 else "")
+            print(f"warning: {sweep_dir} holds {len(renamed)} point folder(s) that this grid does not name "
+                  f"({shown}); folders are named by the keys that vary across the grid (now: {varying}), so "
+                  f"points trained before under other names are trained again, not skipped; the old folders "
+                  f"stay as they are", file=sys.stderr)
+            sys.stderr.flush()
 
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
@@ -136,6 +165,7 @@ class ValidatingSweeper(BasicSweeper):
         self.name_points_by_varying_keys(points)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        self.warn_about_renamed_points(points, sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.write_grid_manifest(points, sweep_dir)

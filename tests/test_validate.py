@@ -3,13 +3,18 @@ a one-line message; the CLI's exit code 2 and one-line stderr; a `-m` sweep with
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import time
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from bitnet.sweeper import _is_remote
 from bitnet.validate import ConfigError, validate
-from tests.conftest import CONF_DIR, TINY, run_cli
+from tests.conftest import CONF_DIR, REPO_ROOT, TINY, run_cli
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,6 +106,26 @@ BAD = [
     (["eval.generate.prompt_tokens=64"], ["eval.generate.prompt_tokens=64:", "allowed 1..32"]),
 ]
 
+# Inputs that used to pass validation and then crash, stall or run out of memory. Each must also be refused
+# fast (test_sizes_devices_and_seeds_are_refused_in_well_under_a_second): no model is built to find out.
+BEYOND_THE_MACHINE = [
+    (["hidden=1e9", "device=cpu"], ["hidden=1000000000:", "needs at least", "TiB of memory on cpu",
+                                    "parameters with gradients and AdamW state", "this machine has", "RAM"]),
+    (["hidden=999999999"], ["model.n_heads=2:", "hidden=999999999 is not divisible",
+                            "allowed for hidden=999999999: none (use an even hidden)"]),
+    (["train.steps=1e10", "eval.every=1"], ["train.steps=10000000000:", "on disk", "10000000001 evaluation rows",
+                                            "free; allowed: fewer steps or a larger eval.every"]),
+    (["train.batch_size=100000000", "device=cpu"], ["train.batch_size=100000000:", "of activations at batch"]),
+    (["device=meta"], ["device=meta:", "not a device this tool can train on", "expected auto, cpu, cuda or cuda:N"]),
+    (["device=xla"], ["device=xla:", "not a device this tool can train on"]),
+    (["seed=100000000000000000000"], ["seed=100000000000000000000:", "< 2**64", "random generators"]),
+    (["seed=18446744073709551616"], ["seed=18446744073709551616:", "< 2**64"]),
+    (["eval.generate.seed=100000000000000000000"], ["eval.generate.seed=100000000000000000000:", "< 2**64"]),
+]
+if not torch.backends.mps.is_available():
+    BEYOND_THE_MACHINE.append((["device=mps"], ["device=mps:", "not available with this build of torch"]))
+BAD += BEYOND_THE_MACHINE
+
 
 @pytest.mark.parametrize("overrides, expected", BAD, ids=[" ".join(o) for o, _ in BAD])
 def test_bad_input_is_rejected_with_one_line(overrides, expected):
@@ -108,6 +133,99 @@ def test_bad_input_is_rejected_with_one_line(overrides, expected):
     assert message.startswith(expected[0]), message  # names the key and the bad value first
     for fragment in expected[1:]:
         assert fragment in message, message
+
+
+@pytest.mark.parametrize("overrides, expected", BEYOND_THE_MACHINE, ids=[" ".join(o) for o, _ in BEYOND_THE_MACHINE])
+def test_sizes_devices_and_seeds_are_refused_in_well_under_a_second(overrides, expected):
+    cfg = composed(*overrides)
+    validate(composed())  # the corpus is loaded and cached: time the checks, not the first read of the data
+    tic = time.perf_counter()
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg)
+    assert time.perf_counter() - tic < 0.5, f"{overrides} took {time.perf_counter() - tic:.2f}s"
+    assert str(caught.value).startswith(expected[0])
+
+
+def test_the_largest_seed_torch_accepts_passes():
+    validate(composed(f"seed={2**64 - 1}"))
+
+
+# ---- the corpus's content ------------------------------------------------------------------------------------
+def _empty(folder):
+    return folder / "empty.txt", b""
+
+
+def _twenty_bytes(folder):
+    return folder / "short.txt", b"In the beginning God"
+
+
+def _random_bytes(folder):
+    return folder / "random.txt", random.Random(0).randbytes(100_000)
+
+
+def _latin1(folder):
+    return folder / "latin1.txt", ("Les élèves étaient à l'école très tôt.\n" * 300).encode("latin-1")
+
+
+def _latin1_in_a_folder(folder):
+    (folder / "good.txt").write_text("plain words and more plain words\n" * 200)
+    return folder / "bad.txt", ("déjà vu, à côté\n" * 300).encode("latin-1")
+
+
+CORPUS_CONTENT = [
+    (_empty, [": the corpus is only 0 tokens (0 characters), too small for one training window plus the held-out "
+              "split"]),
+    (_twenty_bytes, [": the corpus is only", "(20 characters), too small for one training window plus the "
+                                             "held-out split"]),
+    (_random_bytes, [": not UTF-8 text:", "undecodable byte sequences in 100000 bytes", "allowed: UTF-8 text"]),
+    (_latin1, [": not UTF-8 text:", "2100 undecodable byte sequences in 11700 bytes (the first at byte 4)", "iconv"]),
+    (_latin1_in_a_folder, ["bad.txt): not UTF-8 text"]),
+]
+
+
+@pytest.mark.parametrize("make, fragments", CORPUS_CONTENT, ids=[make.__name__ for make, _ in CORPUS_CONTENT])
+def test_text_that_cannot_serve_a_run_is_refused_saying_why(tmp_path, make, fragments):
+    file, content = make(tmp_path)
+    file.write_bytes(content)
+    path = tmp_path if make is _latin1_in_a_folder else file
+    tic = time.perf_counter()
+    message = error_of("data=text", f"data.path={path}", "data.vocab_size=300")
+    assert time.perf_counter() - tic < 1.0
+    assert message.startswith(f"data.path={path}"), message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_a_few_undecodable_bytes_are_tolerated(tmp_path):
+    """One stray Latin-1 character in a UTF-8 text is below the 1% rule: it becomes U+FFFD."""
+    from bitnet.data import kjv_text
+
+    corpus = tmp_path / "mostly.txt"
+    corpus.write_bytes(kjv_text()[:20_000].encode() + "caf\xe9\n".encode("latin-1"))
+    validate(composed("data=text", f"data.path={corpus}", "data.vocab_size=300", "eval.positions=64"))
+
+
+def test_data_path_that_is_not_a_regular_file():
+    message = error_of("data=text", "data.path=/dev/null")
+    assert message == ("data.path=/dev/null: not a regular file (a character device); give a text file or a folder "
+                       "of .txt/.md/.text/.rst files")
+
+
+def test_vocabulary_larger_than_the_corpus_yields(tmp_path):
+    from bitnet.data import cache_folder, read_corpus
+
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("In the beginning God created the heaven and the earth.\n" * 100)
+    tic = time.perf_counter()
+    message = error_of("data=text", f"data.path={corpus}", "data.vocab_size=10000000")
+    assert time.perf_counter() - tic < 1.0
+    actual = int(message.split("vocabulary of only ")[1].split()[0])
+    assert message.startswith("data.vocab_size=10000000: this corpus yields a vocabulary of only"), message
+    assert f"({10000000 - actual} fewer than asked" in message and f"allowed 256..{actual}" in message
+    # The cache records the vocabulary the tokenizer really has, next to the one asked for.
+    info = json.loads((cache_folder(read_corpus("text", str(corpus))[1], 10000000) / "info.json").read_text())
+    assert info["vocab_size"] == 10000000 and info["actual_vocab_size"] == actual
+    validate(composed("data=text", f"data.path={corpus}", f"data.vocab_size={actual}", "eval.positions=32"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -125,7 +243,7 @@ def test_empty_text_folder_is_rejected(tmp_path):
 
 def test_tiny_corpus_without_room_for_a_held_out_split(tmp_path):
     (tmp_path / "tiny.txt").write_text("in the beginning\n" * 20)
-    message = error_of("data=text", f"data.path={tmp_path / 'tiny.txt'}", "data.vocab_size=300")
+    message = error_of("data=text", f"data.path={tmp_path / 'tiny.txt'}", "data.vocab_size=256")
     assert message.startswith("data.val_fraction=0.05: the held-out split has only"), message
     assert "too few for one window of data.seq_len=32" in message
 
@@ -158,6 +276,22 @@ def test_cli_exits_2_with_one_line_and_trains_nothing(tmp_path, overrides, start
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(start), result.stderr
     assert not (tmp_path / "run" / "metrics.csv").exists() and not (tmp_path / "run" / "run.json").exists()
+
+
+@pytest.mark.parametrize("overrides, start", [
+    (["hidden=1e9", "device=cpu"], "error: hidden=1000000000: this point needs at least"),
+    (["device=meta"], "error: device=meta: not a device this tool can train on"),
+    (["seed=100000000000000000000"], "error: seed=100000000000000000000: must be an integer"),
+    (["data=text", "data.path=/dev/null"], "error: data.path=/dev/null: not a regular file"),
+])
+def test_a_rejected_run_leaves_no_output_folder(tmp_path, overrides, start):
+    """Hydra makes a single run's folder (.hydra/, run.log) before the task starts: validation runs before it."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    result = run_cli(*tiny(*overrides), cwd=tmp_path, env=env, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing may be written"
 
 
 @pytest.mark.parametrize("override, fragments", [
