@@ -1,5 +1,7 @@
 """Reliability: a killed run resumes to the same CSV, a finished sweep retrains nothing, a diverged or failed
-point stays contained, torn CSV lines are dropped, and a submitit requeue resumes from the checkpoint.
+point stays contained, torn CSV lines are dropped, a submitit requeue resumes from the checkpoint, two launches
+of one sweep train each point once, Ctrl-C/SIGTERM leave a resumable point, and damaged checkpoints, caches
+and temporary files are recovered from.
 
 Every test here runs real trainings (tiny, CPU) in subprocesses, as a user would."""
 
@@ -157,20 +159,20 @@ def test_rerunning_a_finished_sweep_retrains_nothing(diverged_sweep):
 # ---- (d) an exception in one point loses no other point's results -------------------------------------------
 @pytest.mark.slow
 def test_a_failing_point_does_not_stop_the_sweep(tmp_path):
-    """A corrupt checkpoint (what a dying disk leaves) makes one point raise. With one point per batch, Hydra's
-    basic sweeper would skip the later batches; the validating sweeper runs them, then exits non-zero."""
+    """A folder where layers.csv cannot be written (here a directory has its name) makes one point raise. With
+    one point per batch, Hydra's basic sweeper would skip the later batches; the validating sweeper runs them,
+    then exits non-zero."""
     sweep_dir = tmp_path / "sweep"
     args = ["-m", *tiny(), "seed=0,1", "hydra.sweeper.max_batch_size=1", f"hydra.sweep.dir={sweep_dir}"]
-    # The point folders are deterministic and named by the swept key: plant a corrupt checkpoint in the first.
+    # The point folders are deterministic and named by the swept key: break the first one.
     first = sweep_dir / "seed=0"
-    first.mkdir(parents=True)
-    (first / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (first / "layers.csv").mkdir(parents=True)
 
     result = run_cli(*args, check=False)
     assert result.returncode != 0
     found = points(sweep_dir, "seed")
     assert found["0"] == first, "the folder naming changed; update this test"
-    assert record(first)["status"] == "failed" and "UnpicklingError" in record(first)["error"], record(first)
+    assert record(first)["status"] == "failed" and "IsADirectoryError" in record(first)["error"], record(first)
     assert record(found["1"])["status"] == "completed"  # the later batch ran
     assert [r["step"] for r in rows(found["1"] / "metrics.csv")] == ["0", "10", "20"]
     assert "1 of 2 grid points failed" in result.stdout + result.stderr
@@ -301,3 +303,254 @@ def test_preemption_during_a_checkpoint_write_exits_cleanly_and_resumes(tmp_path
     resumed = Run(cfg, tmp_path).run()  # the requeued job
     assert resumed["status"] == "completed" and resumed["step"] == 20
     assert [r["step"] for r in rows(tmp_path / "metrics.csv")] == ["0", "10", "20"]
+
+
+# ---- two launches of one sweep at once ----------------------------------------------------------------------
+def test_two_launches_of_one_sweep_train_each_point_once(tmp_path):
+    """The same two-point sweep started twice at once into one folder (a user who relaunches while the first
+    launch still runs): each point's lock lets one launcher train it; the other says so and moves on."""
+    sweep_dir, reference = tmp_path / "sweep", tmp_path / "reference"
+    args = ["-m", *tiny("train.steps=60"), "seed=0,1"]
+
+    def launch(folder: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "bitnet.run", *args, f"hydra.sweep.dir={folder}"],
+                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    launches = [launch(sweep_dir), launch(sweep_dir), launch(reference)]
+    outputs = [proc.communicate(timeout=600) for proc in launches]
+    for proc, (out, err) in zip(launches, outputs):
+        assert proc.returncode == 0, out + err
+    both = outputs[0][0] + outputs[1][0]
+    assert both.count("Training from step 0") == 2, both  # each point trained once, by one of the two
+    assert "Resuming" not in both
+    assert both.count("Another process is training this point now") + both.count("(skipped)") == 2, both
+    for seed in ("0", "1"):
+        point, alone = points(sweep_dir, "seed")[seed], points(reference, "seed")[seed]
+        assert record(point)["status"] == "completed"
+        assert rows(point / "metrics.csv") == rows(alone / "metrics.csv")
+        assert rows(point / "layers.csv") == rows(alone / "layers.csv")
+    assert not list(sweep_dir.rglob("*.tmp"))
+
+
+# ---- Ctrl-C and SIGTERM ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_run_is_recorded_interrupted_and_resumes(tmp_path, signum, code):
+    folder = tmp_path / "run"
+    # Started from a shell in the background, a process inherits SIGINT ignored; a terminal's Ctrl-C is not.
+    proc = subprocess.Popen([sys.executable, "-m", "bitnet.run", *KILLABLE, f"hydra.run.dir={folder}"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_for_rows(folder / "metrics.csv", 4, proc)  # past the step-20 checkpoint
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code
+    lines = err.strip().splitlines()
+    name = signal.Signals(signum).name
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted by {name} at step "), err
+    assert "run the same command again to resume" in lines[0]
+    info = record(folder)
+    assert info["status"] == "interrupted" and info["error"] == f"stopped by {name}", info
+
+    rerun = run_cli(*KILLABLE, f"hydra.run.dir={folder}")
+    assert "Resuming from the checkpoint at step" in rerun.stdout
+    assert record(folder)["status"] == "completed"
+    assert [r["step"] for r in rows(folder / "metrics.csv")] == [str(s) for s in range(0, 81, 10)]
+
+
+# ---- in-process runs: damaged folders ------------------------------------------------------------------------
+def compose_tiny(*changes: str):
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=tiny(*changes))
+
+
+@pytest.fixture(scope="module")
+def finished_tiny(tmp_path_factory):
+    """One finished TINY run (checkpoint every 10 steps), to compare with and to copy."""
+    from bitnet.train import Run
+
+    folder = tmp_path_factory.mktemp("finished")
+    Run(compose_tiny("train.checkpoint_every=10"), folder).run()
+    return folder
+
+
+def torn_zip(path: Path) -> bytes:
+    """A real checkpoint cut short, as a copy interrupted half-way leaves it."""
+    import torch
+
+    torch.save({"step": 10, "model": {"w": torch.zeros(1000)}}, path)
+    return path.read_bytes()[: path.stat().st_size // 2]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "incomplete"])
+def test_an_unreadable_checkpoint_is_set_aside_and_the_point_starts_over(tmp_path, finished_tiny, damage, caplog):
+    import torch
+
+    from bitnet.train import Run
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"status": "running", "step": 10}))
+    (folder / "metrics.csv").write_text((finished_tiny / "metrics.csv").read_text().split("\n", 2)[0] + "\n")
+    content = {"garbage": lambda: b"not a checkpoint",
+               "truncated": lambda: torn_zip(tmp_path / "whole.pt"),
+               "incomplete": lambda: (torch.save({"step": 10}, tmp_path / "partial.pt"),
+                                      (tmp_path / "partial.pt").read_bytes())[1]}[damage]()
+    (folder / "checkpoint.pt").write_bytes(content)
+
+    with caplog.at_level("WARNING", logger="bitnet"):
+        result = Run(compose_tiny("train.checkpoint_every=10"), folder).run()
+    assert result["status"] == "completed"
+    warning = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warning) == 1 and "set aside as checkpoint.pt.corrupt, the point starts over from step 0" in warning[0]
+    assert (folder / "checkpoint.pt.corrupt").read_bytes() == content
+    assert rows(folder / "metrics.csv") == rows(finished_tiny / "metrics.csv")  # a clean start, same numbers
+    assert rows(folder / "layers.csv") == rows(finished_tiny / "layers.csv")
+
+
+def test_a_finished_points_torn_last_row_is_cut_off(tmp_path, finished_tiny, caplog):
+    import shutil
+
+    from bitnet.train import Run
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished_tiny, folder)
+    for name, torn in (("metrics.csv", "30,4.87,7,4.8"), ("layers.csv", "30,blocks.0.at")):
+        with open(folder / name, "a") as handle:
+            handle.write(torn)
+    with caplog.at_level("INFO", logger="bitnet"):
+        result = Run(compose_tiny("train.checkpoint_every=10"), folder).run()
+    assert result["skipped"] and result["status"] == "completed"
+    for name in ("metrics.csv", "layers.csv"):
+        assert (folder / name).read_text() == (finished_tiny / name).read_text()
+    assert sum("ended in a torn row; cut it off" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_stray_temporary_files_are_removed_and_files_follow_the_umask(tmp_path, finished_tiny):
+    """A kill mid-write leaves `.run.json.XXXX.tmp`; the next run of the point removes it. Every result file
+    gets the permissions the user's umask gives (0600 would hide results from the group on a shared cluster)."""
+    import shutil
+
+    from bitnet.records import MetricsCSV, atomic_file
+    from bitnet.train import Run
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished_tiny, folder)
+    stray = [folder / ".run.json.k2j4x9.tmp", folder / ".checkpoint.pt.a81bq0.tmp"]
+    for path in stray:
+        path.write_text("half")
+    previous = os.umask(0o027)
+    try:
+        Run(compose_tiny("train.checkpoint_every=10"), folder).run()
+        assert not any(path.exists() for path in stray)
+        with atomic_file(tmp_path / "new.json") as handle:
+            handle.write("{}")
+        MetricsCSV.truncate_after(folder / "metrics.csv", 10)  # what a resume does to the CSVs
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o640
+        assert (folder / "metrics.csv").stat().st_mode & 0o777 == 0o640
+        os.umask(0o002)
+        with atomic_file(tmp_path / "new.json") as handle:
+            handle.write("{}")
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(previous)
+    # The run's own files (run.json is written through the same helper):
+    assert (finished_tiny / "run.json").stat().st_mode & 0o777 == 0o666 & ~previous
+
+
+def test_atomic_writes_to_one_path_never_share_a_temporary_file(tmp_path):
+    from bitnet.records import atomic_file
+
+    target = tmp_path / "checkpoint.pt"
+    with atomic_file(target, "wb") as first, atomic_file(target, "wb") as second:
+        assert first.name != second.name
+        first.write(b"one")
+        second.write(b"two")
+    assert target.read_bytes() == b"one"  # the outer block ends last: its file is the one left
+    with pytest.raises(RuntimeError):
+        with atomic_file(target, "wb") as handle:
+            handle.write(b"three")
+            raise RuntimeError("the writer died")
+    assert target.read_bytes() == b"one" and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_corrupt_tokenizer_cache_is_named_and_rebuilt(tmp_path):
+    from bitnet.data import kjv_text, load_corpus
+    from bitnet.validate import validate
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(kjv_text()[:30_000])
+    first = load_corpus("text", str(corpus), 300, 0.05, cache_dir=str(tmp_path / "cache"), log=lambda *_: None)
+    for damaged, content in (("ids.pt", b"\x00garbage"), ("tokenizer.json", b'{"version": "1.0", "trun')):
+        (first.cache_dir / damaged).write_bytes(content)
+        messages = []
+        again = load_corpus("text", str(corpus), 300, 0.05, cache_dir=str(tmp_path / "cache"), log=messages.append)
+        assert messages[0].startswith(f"The tokenizer cache {first.cache_dir} is unreadable"), messages
+        assert messages[0].endswith("rebuilding it") and "\n" not in messages[0]
+        assert again.train_ids.equal(first.train_ids) and again.val_ids.equal(first.val_ids)
+    (first.cache_dir / "ids.pt").write_bytes(b"\x00garbage")  # validation goes through the same path
+    validate(compose_tiny("data=text", f"data.path={corpus}", "data.vocab_size=300", f"+data.cache_dir={tmp_path / 'cache'}",
+                          "eval.positions=64"))
+
+
+def test_a_folder_of_another_finished_config_names_the_differing_keys(tmp_path, finished_tiny):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished_tiny, folder)
+    result = run_cli(*tiny("hidden=48", "train.checkpoint_every=10", "lr.peak=0.002"), f"hydra.run.dir={folder}",
+                     check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {folder} holds a completed run of a different config ("), lines[0]
+    for difference in ("hidden: 32 there, 48 now", "model.hidden: 32 there, 48 now", "lr.peak: 0.0015 there, 0.002 now"):
+        assert difference in lines[0], lines[0]
+    assert "seed" not in lines[0] and "progress" not in lines[0]  # only what differs
+
+
+def test_divergence_is_reported_at_one_step(diverged_sweep):
+    """Every line that says where the point diverged says the same step: the first non-finite loss."""
+    import re
+
+    sweep_dir, result = diverged_sweep
+    diverged = {float(v): f for v, f in points(sweep_dir, "lr.stage2_peak").items()}[1e30]
+    said = {int(n) for n in re.findall(r"(?:diverged|NaN or infinite) at step (\d+)", result.stdout, re.IGNORECASE)}
+    assert said == {record(diverged)["diverged_step"]}, result.stdout
+    rerun = run_cli("-m", *DIVERGING, f"hydra.sweep.dir={sweep_dir}")
+    assert f"Already diverged at step {record(diverged)['diverged_step']}:" in rerun.stdout
+
+
+def test_eval_every_beyond_the_run_warns_that_no_checkpoint_is_taken(tmp_path, caplog):
+    from bitnet.train import Run
+
+    with caplog.at_level("WARNING", logger="bitnet"):
+        Run(compose_tiny("train.steps=8", "eval.every=50", "lr.warmup=2"), tmp_path).run()
+    warnings = [r.getMessage() for r in caplog.records if "No checkpoint will be taken" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert "train.checkpoint_every=50 (eval.every=50) is not below the 8 steps that run" in warnings[0]
+    assert "give eval.every a value below 8" in warnings[0]
+
+
+@pytest.mark.slow
+def test_adding_a_swept_key_says_the_points_will_be_renamed(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    short = tiny("train.steps=2", "eval.every=1", "lr.warmup=1")
+    first = run_cli("-m", *short, "hidden=32,48", f"hydra.sweep.dir={sweep_dir}")
+    assert "warning" not in first.stderr
+    again = run_cli("-m", *short, "hidden=32,48", f"hydra.sweep.dir={sweep_dir}")
+    assert "warning" not in again.stderr  # same grid, same names: nothing to say
+    wider = run_cli("-m", *short, "hidden=32,48", "seed=0,1", f"hydra.sweep.dir={sweep_dir}")
+    lines = [line for line in wider.stderr.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1, wider.stderr
+    assert (f"warning: {sweep_dir} holds 2 point folder(s) that this grid does not name (hidden=32, hidden=48); "
+            f"folders are named by the keys that vary across the grid (now: hidden, seed)") in lines[0]
+    assert "trained again, not skipped" in lines[0]
+    assert wider.stdout.index("Training from step 0") > 0  # the warning came first; the points still ran
