@@ -44,7 +44,7 @@ def test_text_corpus_from_a_folder(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.md").write_text("a dog ran in the park.\n" * 300)
     (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
-    corpus = load_corpus("text", str(tmp_path), 300, 0.1, cache_dir=str(tmp_path / "cache"), log=lambda *_: None)
+    corpus = load_corpus("text", str(tmp_path), 270, 0.1, cache_dir=str(tmp_path / "cache"), log=lambda *_: None)
     text = corpus.tokenizer.decode(torch.cat([corpus.train_ids, corpus.val_ids]).tolist())
     assert "dog ran" in text and "cat sat" in text
 
