@@ -137,13 +137,16 @@ def check_disk(cfg, folder: Path) -> None:
 
 
 def results_folder(cfg) -> Path:
-    """Where this config's results will be written: the sweep folder for a sweeper's grid point (its config
-    keeps the `hydra` node), the run folder inside a Hydra job, else the working directory."""
+    """Where this config's results will be written: for a config that keeps its `hydra` node (a sweeper's grid
+    point, a single run before it starts) the sweep or run folder; inside a Hydra job its output folder; else
+    the working directory."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import OmegaConf
 
     if "hydra" in cfg:
-        return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir", default=".")))
+        multirun = OmegaConf.select(cfg, "hydra.mode") == RunMode.MULTIRUN
+        return Path(str(OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir", default=".")))
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path.cwd()
