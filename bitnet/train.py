@@ -375,20 +375,19 @@ class Run:
             self._setup()
             self.step, self.elapsed, self.loss_sum, self.loss_count = 0, 0.0, 0.0, 0
             resumed = self._load_checkpoint(previous)
+            if not resumed:  # a new point, or a killed one that never checkpointed: start over
+                self.csv_path.unlink(missing_ok=True)
+                self.layers_path.unlink(missing_ok=True)
         except DifferentConfig:
             raise  # the folder belongs to another config: leave its record alone
-        except BaseException as err:  # e.g. the data went missing: still leave a record saying so
+        except BaseException as err:  # e.g. the data went missing, the folder is not writable: leave a record
             status = INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
             write_record(self.out_dir, {**(previous or {}), "status": status, "error": f"{type(err).__name__}: {err}",
                                         "config_fingerprint": self.fingerprint, "metrics_csv": METRICS_FILE,
                                         "config": OmegaConf.to_container(self.cfg, resolve=True)})
             raise
-        if resumed:
-            log.info(f"Resuming from the checkpoint at step {self.step}")
-        else:  # a new point, or a killed one that never checkpointed: start over
-            log.info(f"Training from step 0 in {self.out_dir}")
-            self.csv_path.unlink(missing_ok=True)
-            self.layers_path.unlink(missing_ok=True)
+        log.info(f"Resuming from the checkpoint at step {self.step}" if resumed else
+                 f"Training from step 0 in {self.out_dir}")
         if self.checkpoint_every >= self.last_step:  # eval.every beyond the run (checkpoint_every follows it)
             log.warning(f"No checkpoint will be taken: train.checkpoint_every={self.checkpoint_every} (eval.every="
                         f"{self.cfg.eval.every}) is not below the {self.last_step} steps that run, so a stopped run "
