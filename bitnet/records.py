@@ -1,5 +1,7 @@
 """What a grid point leaves on disk: `metrics.csv` (one row per evaluation, written whole and flushed) and
-`run.json` (resolved config, parameter counts, status), both safe to read while the run is going."""
+`run.json` (resolved config, parameter counts, status), both safe to read while the run is going; how every
+other file is replaced atomically (`atomic_file`); and the point's lock (`point_lock`), which keeps two
+processes from training the same point at once."""
 
 from __future__ import annotations
 

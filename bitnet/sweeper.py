@@ -12,7 +12,9 @@ behaves like the basic sweeper (same grid syntax, `hydra.sweeper.params`, `max_b
   override on the command line (`data.seq_len=32,...,hidden=256,...`), so folders stay readable; the same
   command always gives the same names, which is what resuming a sweep relies on;
 - a failed point (an exception in its job) no longer stops later batches: every batch runs, then the sweep
-  reports the failed points and exits non-zero. Each point's results live in its own folder either way.
+  reports the failed points and exits non-zero. Each point's results live in its own folder either way;
+- when the sweep folder already holds point folders under names this grid will not use (a key was added to or
+  dropped from the swept ones, which renames every point), it says so on stderr before launching.
 
 The device check is skipped for launchers whose jobs run on other machines (submitit_slurm): the machine
 that submits a SLURM array often has no GPU.
@@ -146,9 +148,9 @@ class ValidatingSweeper(BasicSweeper):
             varying = ", ".join(sorted(self._varying_keys(points))) or "none"
             shown = ", ".join(renamed[:3]) + (f" and {len(renamed) - 3} more" if len(renamed) > 3 else "")
             print(f"warning: {sweep_dir} holds {len(renamed)} point folder(s) that this grid does not name "
-                  f"({shown}); folders are named by the keys that vary across the grid (now: {varying}), so "
-                  f"points trained before under other names are trained again, not skipped; the old folders "
-                  f"stay as they are", file=sys.stderr)
+                  f"({shown}); folders are named by the keys that vary across the grid (now: {varying}), so a "
+                  f"point of this grid trained there before under another name is trained again, not skipped; "
+                  f"the old folders stay as they are", file=sys.stderr)
             sys.stderr.flush()
 
     def sweep(self, arguments: List[str]) -> Any:

@@ -333,32 +333,44 @@ def test_two_launches_of_one_sweep_train_each_point_once(tmp_path):
 
 
 # ---- Ctrl-C and SIGTERM ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_a_stopped_run_is_recorded_interrupted_and_resumes(tmp_path, signum, code):
-    folder = tmp_path / "run"
-    # Started from a shell in the background, a process inherits SIGINT ignored; a terminal's Ctrl-C is not.
-    proc = subprocess.Popen([sys.executable, "-m", "bitnet.run", *KILLABLE, f"hydra.run.dir={folder}"],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        wait_for_rows(folder / "metrics.csv", 4, proc)  # past the step-20 checkpoint
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == code
-    lines = err.strip().splitlines()
-    name = signal.Signals(signum).name
-    assert len(lines) == 1 and lines[0].startswith(f"interrupted by {name} at step "), err
-    assert "run the same command again to resume" in lines[0]
-    info = record(folder)
-    assert info["status"] == "interrupted" and info["error"] == f"stopped by {name}", info
+def test_a_stopped_run_is_recorded_interrupted_and_resumes(tmp_path):
+    """Ctrl-C (SIGINT) and SIGTERM, each sent to its own run (both at once, to save time): one line, exit
+    130 / 143, status `interrupted`; running the same command again resumes to the end."""
+    stops = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-    rerun = run_cli(*KILLABLE, f"hydra.run.dir={folder}")
-    assert "Resuming from the checkpoint at step" in rerun.stdout
-    assert record(folder)["status"] == "completed"
-    assert [r["step"] for r in rows(folder / "metrics.csv")] == [str(s) for s in range(0, 81, 10)]
+    def start(folder: Path) -> subprocess.Popen:
+        # Started from a shell in the background, a process inherits SIGINT ignored; a terminal's Ctrl-C is not.
+        return subprocess.Popen([sys.executable, "-m", "bitnet.run", *KILLABLE, f"hydra.run.dir={folder}"],
+                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    folders = {signum: tmp_path / signal.Signals(signum).name for signum in stops}
+    procs = {signum: start(folder) for signum, folder in folders.items()}
+    try:
+        for signum, proc in procs.items():
+            wait_for_rows(folders[signum] / "metrics.csv", 4, proc)  # past the step-20 checkpoint
+            proc.send_signal(signum)
+        errors = {signum: proc.communicate(timeout=60)[1] for signum, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    for signum, code in stops.items():
+        name, err = signal.Signals(signum).name, errors[signum]
+        assert procs[signum].returncode == code, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"interrupted by {name} at step "), err
+        assert "run the same command again to resume" in lines[0]
+        info = record(folders[signum])
+        assert info["status"] == "interrupted" and info["error"] == f"stopped by {name}", info
+
+    reruns = {signum: start(folder) for signum, folder in folders.items()}
+    for signum, proc in reruns.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert "Resuming from the checkpoint at step" in out
+        assert record(folders[signum])["status"] == "completed"
+        assert [r["step"] for r in rows(folders[signum] / "metrics.csv")] == [str(s) for s in range(0, 81, 10)]
 
 
 # ---- in-process runs: damaged folders ------------------------------------------------------------------------

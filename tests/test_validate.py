@@ -281,8 +281,10 @@ def test_cli_exits_2_with_one_line_and_trains_nothing(tmp_path, overrides, start
 @pytest.mark.parametrize("overrides, start", [
     (["hidden=1e9", "device=cpu"], "error: hidden=1000000000: this point needs at least"),
     (["device=meta"], "error: device=meta: not a device this tool can train on"),
-    (["seed=100000000000000000000"], "error: seed=100000000000000000000: must be an integer"),
-    (["data=text", "data.path=/dev/null"], "error: data.path=/dev/null: not a regular file"),
+    pytest.param(["seed=100000000000000000000"], "error: seed=100000000000000000000: must be an integer",
+                 marks=pytest.mark.slow),
+    pytest.param(["data=text", "data.path=/dev/null"], "error: data.path=/dev/null: not a regular file",
+                 marks=pytest.mark.slow),
 ])
 def test_a_rejected_run_leaves_no_output_folder(tmp_path, overrides, start):
     """Hydra makes a single run's folder (.hydra/, run.log) before the task starts: validation runs before it."""
