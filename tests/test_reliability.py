@@ -507,6 +507,10 @@ def test_a_corrupt_tokenizer_cache_is_named_and_rebuilt(tmp_path):
         assert messages[0].startswith(f"The tokenizer cache {first.cache_dir} is unreadable"), messages
         assert messages[0].endswith("rebuilding it") and "\n" not in messages[0]
         assert again.train_ids.equal(first.train_ids) and again.val_ids.equal(first.val_ids)
+    umask = os.umask(0)
+    os.umask(umask)
+    for cached in ("ids.pt", "tokenizer.json", "info.json"):  # readable by whoever the umask lets read
+        assert (first.cache_dir / cached).stat().st_mode & 0o777 == 0o666 & ~umask
     (first.cache_dir / "ids.pt").write_bytes(b"\x00garbage")  # validation goes through the same path
     validate(compose_tiny("data=text", f"data.path={corpus}", "data.vocab_size=300", f"+data.cache_dir={tmp_path / 'cache'}",
                           "eval.positions=64"))
