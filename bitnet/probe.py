@@ -102,6 +102,30 @@ def evaluate(model, eval_set: EvalSet, *, forward=None, device: torch.device | N
             "loss_gap": eval_loss - unigram_entropy if unigram_entropy is not None else None}
 
 
+def merged(base: dict, update: dict) -> dict:
+    """`base` with `update` laid over it, nested dicts merged key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class RunningMean:
+    """The mean of values added since the last `pop` (e.g. training losses since the previous row)."""
+
+    def __init__(self):
+        self.total, self.weight = 0.0, 0.0
+
+    def add(self, value: float, weight: float = 1.0) -> None:
+        self.total += float(value) * weight
+        self.weight += weight
+
+    def pop(self) -> float | None:
+        mean = self.total / self.weight if self.weight else None
+        self.total, self.weight = 0.0, 0.0
+        return mean
+
+
 class Probe:
     """A run folder for a model trained outside bitnet: metrics.csv (bitnet's columns; what a foreign loop
     cannot know, such as BitLinear flip rates, stays empty) and run.json (what is known about the run; the
@@ -149,19 +173,26 @@ class Probe:
     def __call__(self, model, step: int, loss: float | None = None, **columns) -> dict:
         """Evaluate `model` at optimizer step `step` and append the row; `loss` is the mean training loss
         since the previous row; other metrics.csv columns (lr, wd, tokens_seen, elapsed_s...) by name."""
+        row = self.measure(model, step, loss=loss, **columns)
+        self.write(row)
+        return row
+
+    def measure(self, model, step: int, **columns) -> dict:
+        """The row of `model` at `step`, not written yet (`write` appends it)."""
         if self.params is None and isinstance(model, torch.nn.Module):
             self.params = {"total": sum(p.numel() for p in model.parameters())}
         metrics = evaluate(model, self.eval_set, forward=self._forward(model), autocast=self.autocast,
                            batch_size=self.batch_size, unigram_entropy=self.unigram_entropy)
-        row = {"step": int(step), "loss": loss, **metrics, **columns}
+        return {"step": int(step), **metrics, **columns}
+
+    def write(self, row: dict) -> None:
         if self._csv is None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            MetricsCSV.truncate_after(self.out_dir / METRICS_FILE, int(step) - 1)
+            MetricsCSV.truncate_after(self.out_dir / METRICS_FILE, row["step"] - 1)
             self._csv = MetricsCSV(self.out_dir / METRICS_FILE, METRIC_COLUMNS)
         self._csv.write(row)
-        self.step = int(step)
+        self.step = row["step"]
         self.record(RUNNING)
-        return row
 
     def record(self, status: str, **extra) -> dict:
         """Write run.json. Unknowns are null: the analysis reports them as unknown."""

@@ -113,8 +113,8 @@ def test_probe_folder_reads_like_a_grid_point(tmp_path):
     assert [r["step"] for r in csv_rows(tmp_path / "h8" / "metrics.csv")] == ["0", "1"]
 
 
-def test_the_library_needs_neither_hydra_nor_our_model():
-    code = ("import sys, bitnet.probe; bad = [m for m in ('hydra', 'omegaconf', 'bitnet.train', 'bitnet.model') "
-            "if m in sys.modules]; print(bad)")
+def test_the_library_needs_neither_hydra_nor_our_model_nor_the_extras():
+    code = ("import sys, bitnet.probe, bitnet.integrations; bad = [m for m in ('hydra', 'omegaconf', 'bitnet.train', "
+            "'bitnet.model', 'transformers', 'lightning') if m in sys.modules]; print(bad)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
