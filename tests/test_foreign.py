@@ -3,36 +3,36 @@ their tables, gives their figures with no hand conversion; column mapping, label
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from analysis import load_sweeps
 from analysis.foreign import (ForeignCSVError, Labelling, labels_from_name, normalized, parse_labels, read_foreign,
                               value)
+from conftest import REPO_ROOT
 from test_analysis import FIXTURE, SEED001_STEPS, md_rows, tables_cli
 
-# Seed 001, "Complete Results Table" (unique tokens at steps 1k-7k and 10k) and "Recovery Metrics" (losses at
-# 5k and 6k, the only ones given; 512's unrounded as in tests/fixtures/README.md).
-STEPS = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 10000]
-TOKENS = {256: [16, 8, 2, 2, 2, 10, 14, 13], 512: [14, 8, 4, 2, 2, 10, 12, 11],
-          768: [18, 14, 4, 2, 2, 8, 11, 12], 1024: [13, 8, 5, 2, 2, 11, 11, 11]}
-LOSSES = {256: (10.34, 7.32), 512: (10.186, 7.2156), 768: (10.08, 7.22), 1024: (10.10, 7.15)}
+# Seed 001's tables in the seeds' own file format (tests/fixtures/README.md).
+SEED_CSV = REPO_ROOT / "tests" / "fixtures" / "seed001_csv"
 SEED_FLAGS = ["--name-pattern", "scale_{hidden}_{train.steps}", "--set", "wd.switch_step=5000", "wd.value=0.1",
               "wd.stage2_value=0.0"]
 
 
 @pytest.fixture
 def seed_files(tmp_path):
-    """/tmp/scale_${size}_10k.txt as the seeds' scripts wrote them: header `Step,Loss,Unique Tokens`."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    for hidden, tokens in TOKENS.items():
-        lines = ["Step,Loss,Unique Tokens"]
-        for step, count in zip(STEPS, tokens):
-            loss = {5000: LOSSES[hidden][0], 6000: LOSSES[hidden][1]}.get(step, "")
-            lines.append(f"{step},{loss},{count}")
-        (folder / f"scale_{hidden}_10k.txt").write_text("\n".join(lines) + "\n")
-    return folder
+    """A copy of /tmp/scale_${size}_10k.txt as the seeds' scripts wrote them (the analysis writes beside them)."""
+    return Path(shutil.copytree(SEED_CSV, tmp_path / "tmp"))
+
+
+def test_the_fixture_is_the_seeds_format():
+    """Typed from seed 001's "Complete Results Table" and "Recovery Metrics"."""
+    text = (SEED_CSV / "scale_256_10k.txt").read_text()
+    assert text == ("Step,Loss,Unique Tokens\n1000,,16\n2000,,8\n3000,,2\n4000,,2\n5000,10.34,2\n6000,7.32,10\n"
+                    "7000,,14\n10000,,13\n")
+    assert sorted(p.name for p in SEED_CSV.iterdir()) == [f"scale_{h}_10k.txt" for h in (1024, 256, 512, 768)]
 
 
 def test_the_seeds_files_give_the_seeds_tables(seed_files, tmp_path):
