@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bitnet.records import COMPLETED
+from bitnet.records import COMPLETED, switch_steps
 
 IMPORTED = "imported"  # a foreign run not known to have finished
 SUFFIXES = (".csv", ".txt")
@@ -195,6 +195,10 @@ def read_foreign(paths, labelling: Labelling | None = None) -> list[ForeignRun]:
 
 def foreign_record(labels: dict, frame: pd.DataFrame) -> dict:
     """A run.json for a foreign run: its labels as config, and nothing that the file and labels do not say."""
+    config = nested(labels)
+    for key in ("train.steps", "lr.switch_step", "wd.switch_step"):
+        if key in labels and not (isinstance(labels[key], int) and not isinstance(labels[key], bool)):
+            raise ForeignCSVError(f"label {key}={labels[key]}: expected a whole number of steps")
     steps = labels.get("train.steps")
     reached = pd.to_numeric(frame["step"], errors="coerce").max()
     finished = steps is not None and not pd.isna(reached) and reached >= steps
@@ -203,6 +207,4 @@ def foreign_record(labels: dict, frame: pd.DataFrame) -> dict:
         "whether this run finished is unknown: give train.steps (--set, --name-pattern or --label)")
     return {"status": COMPLETED if finished else IMPORTED, "last_step": steps, "total_steps": steps,
             "eval_positions": None, "eval_unique_targets": None, "unigram_entropy": None, "vocab_size": None,
-            "switch_steps": {kind: labels[f"{kind}.switch_step"] for kind in ("lr", "wd")
-                             if f"{kind}.switch_step" in labels},
-            "config": nested(labels), "error": note}
+            "switch_steps": switch_steps(config), "config": config, "error": note}

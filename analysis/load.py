@@ -6,6 +6,10 @@ overrides and folder, written before anything is launched) and one folder per po
 so a point that never started is listed as `missing` instead of silently vanishing from the tables. A sweep
 made without grid.json is read from the point folders on disk (with a warning: missing points cannot be seen).
 
+Points from outside a sweep load the same way: a run folder (metrics.csv + run.json, e.g. written by
+bitnet.probe or its callbacks; its run.json `labels` play the part of the overrides) and CSV files from other
+training code (analysis/foreign.py). Among those, the label keys whose values differ are the swept keys.
+
     from analysis.load import load_sweeps
     sweep = load_sweeps(["multirun/2026-01-01/12-00-00"])
     sweep.frame    # one row per (point, step): swept keys, config values, status, metrics

@@ -31,7 +31,8 @@ from bitnet import __version__
 from bitnet.data import EvalSet, make_eval_set
 from bitnet.diagnostics import DIAGNOSTIC_COLUMNS, CosineAccumulator, unigram_entropy
 from bitnet.metrics import effective_tokens, prediction_diversity
-from bitnet.records import COMPLETED, CORE_COLUMNS, METRICS_FILE, RUNNING, MetricsCSV, write_record
+from bitnet.records import (COMPLETED, CORE_COLUMNS, METRICS_FILE, RUNNING, MetricsCSV, switch_steps,
+                            write_record)
 
 # Every metrics.csv bitnet writes has these columns, in this order (step, loss, unique_tokens first).
 METRIC_COLUMNS = [*CORE_COLUMNS, *DIAGNOSTIC_COLUMNS]
@@ -131,16 +132,19 @@ class Probe:
     cannot know, such as BitLinear flip rates, stays empty) and run.json (what is known about the run; the
     rest null).
 
-    out_dir     the run folder (created; an existing metrics.csv is continued, rows after `step` are dropped
-                when a resumed run evaluates an earlier step again)
+    out_dir     the run folder (created). An existing metrics.csv is continued from the first step this Probe
+                writes: its rows at or after that step are replaced, so a resumed run leaves no duplicates
     val_ids     1-D held-out token ids; `positions` next-token positions in windows of `seq_len` tokens are
                 chosen from them as bitnet chooses its own (bitnet.data.make_eval_set)
     train_ids   training token ids, optional: their unigram entropy gives loss_gap (else empty)
     vocab_size  the tokenizer's vocabulary; default: the width of the model's logits
     labels      what tells this run apart from the others compared with it, e.g. {"hidden": 256}; the analysis
                 groups and names runs by them (as it does by a sweep's overrides)
-    config      known settings under bitnet's config keys, e.g. {"lr": {"peak": 1e-3}, "train": {"steps": 1000}}
+    config      known settings under bitnet's config keys, e.g. {"lr": {"peak": 1e-3}, "train": {"steps": 1000}};
+                train.steps is the run's length, lr/wd.switch_step mark a schedule switch for the analysis
     settings    the training code's own settings, kept verbatim in run.json
+    params      parameter counts {"total", "embedding", "non_embedding"}; default: the model's total alone
+    forward, autocast   how to run the model (see `evaluate`)
     """
 
     def __init__(self, out_dir, val_ids, *, positions: int = 4096, seq_len: int = 256, batch_size: int = 16,
@@ -204,7 +208,7 @@ class Probe:
             "ln_vocab": math.log(self.vocab_size) if self.vocab_size else None,
             "unigram_entropy": self.unigram_entropy, "eval_positions": self.eval_set.positions,
             "eval_unique_targets": int(self.eval_set.targets[mask].unique().numel()),
-            "labels": self.labels, "source": self.source,
+            "switch_steps": switch_steps(self.config), "labels": self.labels, "source": self.source,
             "versions": {"bitnet": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "metrics_csv": METRICS_FILE, "config": {**self.labels, **self.config}, "settings": self.settings,
             **extra}

@@ -121,6 +121,7 @@ def test_label_values_and_names():
     ("Step,Loss\n1,2\n", ["--name-pattern", "run_{hidden}"], "the file name does not match --name-pattern"),
     ("Step,Loss\n1,2\n", ["--label", "other.txt", "hidden=1"], "--label other.txt: no imported file has this name"),
     ("Step,Loss\n1,2\n", ["--set", "hidden"], "--set 'hidden': expected key=value"),
+    ("Step,Loss\n1,2\n", ["--set", "train.steps=ten"], "label train.steps=ten: expected a whole number of steps"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, text, args, message):
     path = tmp_path / "scale_256_10k.txt"

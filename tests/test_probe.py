@@ -11,6 +11,7 @@ import sys
 from functools import partial
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 
@@ -95,7 +96,7 @@ def test_probe_folder_reads_like_a_grid_point(tmp_path):
     model = torch.nn.Sequential(torch.nn.Embedding(vocab, 8), torch.nn.Linear(8, vocab))
     ids = torch.randint(0, vocab, (2000,), generator=torch.Generator().manual_seed(0))
     probe = Probe(tmp_path / "h8", ids, positions=100, seq_len=10, labels={"hidden": 8},
-                  config={"train": {"steps": 2}})
+                  config={"train": {"steps": 2}, "wd": {"value": 0.1, "switch_step": 1}})
     probe(model, 0)
     probe(model, 1, loss=3.5, lr=1e-3)
     probe(model, 2, loss=3.4)
@@ -108,6 +109,7 @@ def test_probe_folder_reads_like_a_grid_point(tmp_path):
     assert list(sweep.points.point) == ["h8"] and list(sweep.points.status) == ["completed"]
     assert list(sweep.frame.step) == [0, 1, 2] and list(sweep.frame.loss[1:]) == [3.5, 3.4]
     assert sweep.points.hidden.tolist() == [8] and sweep.points.eval_positions.tolist() == [100]
+    assert sweep.points.wd_switch.tolist() == [1] and pd.isna(sweep.points.lr_switch[0])  # only what was stated
     # A resumed run that evaluates step 1 again replaces the rows from step 1 on.
     Probe(tmp_path / "h8", ids, positions=100, seq_len=10)(model, 1, loss=3.0)
     assert [r["step"] for r in csv_rows(tmp_path / "h8" / "metrics.csv")] == ["0", "1"]

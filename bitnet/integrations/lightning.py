@@ -13,6 +13,7 @@ Rows at step 0, every `every` optimizer steps and at the last step. The Lightnin
 
 from __future__ import annotations
 
+import math
 import time
 
 from lightning.pytorch import Callback
@@ -40,7 +41,8 @@ class DiversityCallback(Callback):
         if not trainer.is_global_zero:
             return
         steps = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
-        known = {"train": {"steps": int(steps), "grad_clip": trainer.gradient_clip_val}}
+        known = {"train": {"steps": int(steps) if math.isfinite(steps) else None,  # no limit: unknown length
+                           "grad_clip": trainer.gradient_clip_val}}
         options = dict(self.probe_kwargs)
         self.probe = Probe(self.out_dir, self.val_ids, source="lightning.Trainer",
                            config=merged(known, options.pop("config", {})),
