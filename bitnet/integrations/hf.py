@@ -55,7 +55,8 @@ def _known_config(args, state, model) -> dict:
 
 class DiversityCallback(TrainerCallback):
     """Evaluates the model on fixed held-out positions of `val_ids` (bitnet.probe.Probe; the keyword arguments
-    are Probe's) and appends metrics.csv rows in `out_dir`. Only the main process writes."""
+    are Probe's: positions, seq_len, train_ids, labels, config...) and appends metrics.csv rows in `out_dir`.
+    Only the main process writes. A crash leaves run.json at `running` (the Trainer has no exception event)."""
 
     def __init__(self, out_dir, val_ids, *, every: int | None = None, **probe_kwargs):
         self.out_dir, self.val_ids, self.every, self.probe_kwargs = out_dir, val_ids, every, probe_kwargs
@@ -74,13 +75,14 @@ class DiversityCallback(TrainerCallback):
         params = {"total": total}
         if embedding is not None:
             params.update(embedding=embedding.weight.numel(), non_embedding=total - embedding.weight.numel())
-        options = {"vocab_size": getattr(model_config, "vocab_size", None), **self.probe_kwargs}
+        options = {"vocab_size": getattr(model_config, "vocab_size", None),
+                   "forward": lambda ids: model(input_ids=ids, output_hidden_states=True),
+                   "autocast": _autocast(args, next(model.parameters()).device), **self.probe_kwargs}
         self.probe = Probe(self.out_dir, self.val_ids, source="transformers.Trainer", params=params,
                            config=merged(_known_config(args, state, model), options.pop("config", {})),
                            settings={"training_args": args.to_dict(),
                                      "model_config": model_config.to_dict() if model_config is not None else None},
-                           forward=lambda ids: model(input_ids=ids, output_hidden_states=True),
-                           autocast=_autocast(args, next(model.parameters()).device), **options)
+                           **options)
         self.started, self.last_logged = time.perf_counter(), state.global_step
         self._capture(optimizer)
         self.probe.write(self._measure(model, state.global_step))
