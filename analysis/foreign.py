@@ -208,3 +208,23 @@ def foreign_record(labels: dict, frame: pd.DataFrame) -> dict:
     return {"status": COMPLETED if finished else IMPORTED, "last_step": steps, "total_steps": steps,
             "eval_positions": None, "eval_unique_targets": None, "unigram_entropy": None, "vocab_size": None,
             "switch_steps": switch_steps(config), "config": config, "error": note}
+
+
+def add_foreign_arguments(parser) -> None:
+    """The analysis command's options for foreign CSVs (argparse)."""
+    group = parser.add_argument_group("CSV files from other training code")
+    group.add_argument("--columns", nargs="+", metavar="THEIRS=ours", help="column mapping, e.g. "
+                       "'Unique Tokens=unique_tokens' (default: names lower-cased, other characters -> _)")
+    group.add_argument("--name-pattern", metavar="PATTERN", help="labels from file names, e.g. "
+                       "'scale_{hidden}_{train.steps}' (default: key=value pairs separated by commas)")
+    group.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="labels of every file, e.g. "
+                       "wd.switch_step=5000 train.steps=10000")
+    group.add_argument("--label", nargs="+", action="append", metavar="FILE KEY=VALUE",
+                       help="labels of one file (repeatable), e.g. --label run3.csv hidden=512")
+
+
+def labelling_from(args) -> Labelling:
+    """A Labelling from the options of `add_foreign_arguments`; raises ForeignCSVError on a malformed one."""
+    return Labelling(columns=parse_columns(args.columns or []), pattern=args.name_pattern,
+                     common=parse_labels(args.set or [], "--set"),
+                     per_file={file: parse_labels(items, f"--label {file}") for file, *items in args.label or []})
