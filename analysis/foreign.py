@@ -10,9 +10,10 @@ What a file name cannot say comes from labels, `key=value` like a sweep's overri
 "scale_{hidden}_{train.steps}k"`: each `{key}` takes the text at its place; without a pattern, `key=value`
 pairs separated by commas, as Hydra names sweep folders) and for one file (`--label FILE key=value...`),
 later ones winning. Labels are the run's config: `{lr,wd}.switch_step` mark the switch, `train.steps` the
-run length. What no label gives (evaluated positions, vocabulary, eval loss...) stays unknown, and a run is
-`completed` only when its last row reaches train.steps; otherwise it is `imported`, and the figures that
-need a finished run (final tokens, final eval loss) are left empty.
+run length, `data.vocab_size` the vocabulary. What neither the file nor a label gives (evaluated positions,
+vocabulary, eval loss...) stays unknown, and a run is `completed` only when its last row reaches
+train.steps; otherwise it is `imported`, and the figures that need a finished run (final tokens, final eval
+loss) are left empty.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ def foreign_record(labels: dict, frame: pd.DataFrame) -> dict:
         f"stops at step {reached:.0f} of train.steps={steps}" if steps is not None else
         "whether this run finished is unknown: give train.steps (--set, --name-pattern or --label)")
     return {"status": COMPLETED if finished else IMPORTED, "last_step": steps, "total_steps": steps,
-            "eval_positions": None, "eval_unique_targets": None, "unigram_entropy": None, "vocab_size": None,
+            "eval_positions": None, "eval_unique_targets": None, "unigram_entropy": None,
+            "vocab_size": labels.get("data.vocab_size"),
             "switch_steps": switch_steps(config), "config": config, "error": note}
 
 

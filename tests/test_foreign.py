@@ -80,6 +80,9 @@ def test_unknowns_stay_unknown(seed_files):
     # train.steps beyond the last row: stopped early, not finished.
     [run] = read_foreign([seed_files / "scale_256_10k.txt"], Labelling(common={"train.steps": 20000}))
     assert run.record["status"] == "imported" and run.record["error"] == "stops at step 10000 of train.steps=20000"
+    assert run.record["vocab_size"] is None
+    [run] = read_foreign([seed_files / "scale_256_10k.txt"], Labelling(common={"data.vocab_size": 32000}))
+    assert run.record["vocab_size"] == 32000 and run.record["config"]["data"] == {"vocab_size": 32000}
 
 
 def test_files_nothing_tells_apart_are_not_averaged(seed_files):
