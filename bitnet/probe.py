@@ -8,8 +8,9 @@ folder that `python -m analysis.tables` reads like one of its grid points. No Hy
     probe = Probe("runs/mine", val_ids, positions=4096, seq_len=256, labels={"hidden": 256})
     for step in ...:
         ...
-        probe(model, step, loss=train_loss)      # appends one row to runs/mine/metrics.csv
-    probe.finish()                               # run.json status: completed
+        row = probe(model, step, loss=train_loss)   # appends one row to runs/mine/metrics.csv
+        print(step, row["unique_tokens"], probe.phase(row))
+    probe.finish()                                  # run.json status: completed
 
 `model` is any callable taking a (batch, seq) LongTensor of token ids and returning next-token logits
 (batch, seq, vocab), a (logits, hidden) tuple, or an object with `.logits` (and `.hidden_states`, as
@@ -31,6 +32,7 @@ from bitnet import __version__
 from bitnet.data import EvalSet, make_eval_set
 from bitnet.diagnostics import DIAGNOSTIC_COLUMNS, CosineAccumulator, unigram_entropy
 from bitnet.metrics import effective_tokens, prediction_diversity
+from bitnet.phases import learning_phase
 from bitnet.records import (COMPLETED, CORE_COLUMNS, METRICS_FILE, RUNNING, MetricsCSV, switch_steps,
                             write_record)
 
@@ -188,6 +190,12 @@ class Probe:
         metrics = evaluate(model, self.eval_set, forward=self._forward(model), autocast=self.autocast,
                            batch_size=self.batch_size, unigram_entropy=self.unigram_entropy)
         return {"step": int(step), **metrics, **columns}
+
+    def phase(self, row: dict) -> str:
+        """The learning phase of a row (bitnet.phases.learning_phase, from its eval loss, ln of the vocabulary
+        and the unigram entropy): near-uniform, unigram, contextual, or unknown without train_ids."""
+        ln_vocab = math.log(self.vocab_size) if self.vocab_size else None
+        return learning_phase(row.get("eval_loss"), ln_vocab, self.unigram_entropy)
 
     def write(self, row: dict) -> None:
         if self._csv is None:

@@ -17,6 +17,7 @@ import torch
 
 from analysis import load_sweeps
 from bitnet.data import make_eval_set
+from bitnet.phases import learning_phase
 from bitnet.probe import METRIC_COLUMNS, Probe, evaluate
 from conftest import CONF_DIR, REPO_ROOT, TINY
 
@@ -60,7 +61,8 @@ def test_library_call_on_our_model_gives_the_training_loops_numbers(trained, tmp
     ours, theirs = json.loads((out / "run.json").read_text()), json.loads((tmp_path / "probe" / "run.json").read_text())
     for key in ("eval_positions", "eval_unique_targets", "unigram_entropy", "vocab_size"):
         assert theirs[key] == ours[key], key
-    assert theirs["params"]["total"] == ours["params"]["total"]
+    assert theirs["params"]["total"] == ours["params"]["total"] and theirs["ln_vocab"] == ours["ln_vocab"]
+    assert probe.phase(row) == learning_phase(float(loop_row["eval_loss"]), ours["ln_vocab"], ours["unigram_entropy"])
 
 
 def test_any_output_shape_and_unknown_hidden_states(trained):
@@ -82,13 +84,16 @@ def test_any_output_shape_and_unknown_hidden_states(trained):
         evaluate(model, eval_set, forward=lambda ids: {"logits": model(ids)})
 
 
-def test_softmax_entropy_of_a_uniform_model_is_ln_vocab():
+def test_softmax_entropy_of_a_uniform_model_is_ln_vocab_and_its_phase_near_uniform(tmp_path):
     vocab = 50
     eval_set = make_eval_set(torch.arange(400) % vocab, 40, 8)
     uniform = evaluate(lambda ids: torch.zeros(*ids.shape, vocab), eval_set)
     assert math.isclose(uniform["softmax_entropy"], math.log(vocab), rel_tol=1e-6)
     assert math.isclose(uniform["eval_loss"], math.log(vocab), rel_tol=1e-6)
     assert uniform["unique_tokens"] == 1  # argmax of a uniform distribution: always token 0
+    probe = Probe(tmp_path, torch.arange(400) % vocab, positions=40, seq_len=8, train_ids=torch.arange(400) % 7)
+    assert probe.phase(probe(lambda ids: torch.zeros(*ids.shape, vocab), 0)) == "near-uniform"
+    assert Probe(tmp_path / "b", torch.arange(400) % vocab, positions=40, seq_len=8).phase(uniform) == "unknown"
 
 
 def test_probe_folder_reads_like_a_grid_point(tmp_path):
