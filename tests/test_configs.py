@@ -75,16 +75,17 @@ def test_presets_reproduce_the_seeds_settings():
 
 def test_forensics_runs_every_suspect_against_the_recipe_under_the_seeds_schedule():
     cfg = composed(["+sweep=forensics", "scale=study"], hydra_node=True)
-    arms = cfg.hydra.sweeper.params["+suspect"].split(",")
+    arms = cfg.hydra.sweeper.params["suspect"].split(",")
     assert arms[0] == "faithful" and sorted(arms[1:]) == sorted(o for o in options("suspect") if o != "faithful")
     assert cfg.hydra.sweeper.params.seed == "0,1,2"
     assert (cfg.lr.name, cfg.lr.peak, cfg.lr.stage2_peak, cfg.wd.name, cfg.wd.value, cfg.wd.stage2_value) == \
         ("two_stage", 1.5e-3, 1e-3, "two_stage", 0.1, 0.0)
     assert (cfg.hidden, cfg.model.layers, cfg.train.steps) == (64, 2, 400)  # the default model's size
-    arm = {name: composed(["+sweep=forensics", "scale=study", f"+suspect={name}"]) for name in arms}
+    # in the order the sweeper passes them: the grid point's overrides first, then the command line's
+    arm = {name: composed([f"suspect={name}", "seed=1", "+sweep=forensics", "scale=study"]) for name in arms}
     assert arm["faithful"].optim == composed(["+sweep=forensics", "scale=study"]).optim
     assert arm["coupled_l2"].optim.name == "adam_l2" and arm["decay_all"].optim.decay == "all"
     assert arm["large_vocab"].data.vocab_size == 16384 and arm["faithful"].data.vocab_size == 4096
     assert not arm["no_bitlinear_norm"].model.bitlinear_norm and not arm["no_latent_weights"].model.latent_weights
     assert not arm["unclamped_act_scale"].model.clamp_act_scale and arm["quantized_head"].model.quantize_head
-    assert composed(["+sweep=forensics", "scale=smoke", "+suspect=large_vocab"]).data.vocab_size == 2048
+    assert composed(["suspect=large_vocab", "+sweep=forensics", "scale=smoke"]).data.vocab_size == 2048
