@@ -36,6 +36,10 @@ class ModelConfig:
     norm: str = "faq"
     ffn: str = "swiglu"
     quantize_head: bool = False
+    # Collapse suspects (docs/suspects.md); the recipe is the default.
+    bitlinear_norm: bool = True      # False: BitLinear quantizes its raw input (block pre-norms are kept)
+    clamp_act_scale: bool = True     # False: absmax activation scale without the clamp away from zero
+    latent_weights: bool = True      # False: weights are overwritten by their ternary value after each update
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     init_std: float = 0.02
@@ -73,7 +77,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 def bitlinear(cfg: ModelConfig, n_in: int, n_out: int) -> BitLinear:
     """A projection of a block: in the FAQ layout it normalizes its own input; in 2B4T the sub-norms do."""
-    return BitLinear(n_in, n_out, cfg.quant, input_norm=cfg.norm == "faq", norm_eps=cfg.norm_eps)
+    return BitLinear(n_in, n_out, cfg.quant, input_norm=cfg.norm == "faq" and cfg.bitlinear_norm,
+                     norm_eps=cfg.norm_eps, clamp_act_scale=cfg.clamp_act_scale)
 
 
 class Attention(nn.Module):
@@ -128,9 +133,10 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        subln = cfg.norm == "subln"
-        self.attn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if subln else nn.Identity()
-        self.ffn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if subln else nn.Identity()
+        # Block pre-norms: 2B4T has them; so does a LLaMA whose linears became norm-free BitLinears.
+        prenorm = cfg.norm == "subln" or not cfg.bitlinear_norm
+        self.attn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if prenorm else nn.Identity()
+        self.ffn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if prenorm else nn.Identity()
         self.attn = Attention(cfg)
         self.ffn = FeedForward(cfg)
 
@@ -154,7 +160,8 @@ class BitNetLM(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
         if cfg.quantize_head:
-            self.head = BitLinear(cfg.hidden, cfg.vocab_size, cfg.quant, input_norm=False)
+            self.head = BitLinear(cfg.hidden, cfg.vocab_size, cfg.quant, input_norm=False,
+                                  clamp_act_scale=cfg.clamp_act_scale)
         else:
             self.head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
         cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)

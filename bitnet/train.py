@@ -31,6 +31,7 @@ from bitnet.devices import assign_device, cpu_threads
 from bitnet.diagnostics import LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report, unigram_entropy
 from bitnet.model import BitNetLM, ModelConfig
 from bitnet.probe import METRIC_COLUMNS, evaluate
+from bitnet.quant import drop_latent_weights
 from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
                             METRICS_FILE, RUNNING, MetricsCSV, atomic_file, deferred_signals, finished_step,
                             point_lock, read_record, remove_stale_temporaries, write_record)
@@ -107,17 +108,37 @@ def build_model(cfg: DictConfig, vocab_size: int) -> BitNetLM:
     return BitNetLM(ModelConfig(
         vocab_size=vocab_size, hidden=int(m.hidden), layers=int(m.layers), n_heads=int(m.n_heads),
         max_seq_len=int(cfg.data.seq_len), ffn_dim=m.get("ffn_dim"), quant=m.quant, norm=m.norm, ffn=m.ffn,
-        quantize_head=bool(m.quantize_head), rope_theta=float(m.rope_theta), norm_eps=float(m.norm_eps),
+        quantize_head=bool(m.quantize_head), bitlinear_norm=bool(m.get("bitlinear_norm", True)),
+        clamp_act_scale=bool(m.get("clamp_act_scale", True)), latent_weights=bool(m.get("latent_weights", True)),
+        rope_theta=float(m.rope_theta), norm_eps=float(m.norm_eps),
         init_std=float(m.init_std)))
 
 
-def build_optimizer(model: torch.nn.Module, cfg: DictConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (linear weights, embedding, head) and none on norm gains; the
-    schedule sets the decay group's weight_decay every step."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+OPTIMIZERS = ("adamw", "adam_l2")
+# Which parameters the weight-decay schedule applies to. "matrices" is the recipe (every weight matrix:
+# BitLinear weights, embedding, head; never norm gains); the others are collapse suspects (docs/suspects.md).
+DECAY_SETS = ("matrices", "all", "bitlinear")
+
+
+def decays(name: str, p: torch.nn.Parameter, decay: str) -> bool:
+    if decay == "all":
+        return True
+    if decay == "bitlinear":
+        return p.dim() >= 2 and name.startswith("blocks.")
+    return p.dim() >= 2
+
+
+def build_optimizer(model: torch.nn.Module, cfg: DictConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (decoupled decay, the recipe) or Adam with coupled L2 (`optim.name=adam_l2`: the gradient the
+    moments see is grad + wd * w, as torch.optim.Adam(weight_decay=...)). `optim.decay` picks the parameters
+    that decay; the schedule sets the decay group's weight_decay every step."""
+    decay_set = cfg.optim.get("decay", "matrices")
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if decays(n, p, decay_set)]
+    no_decay = [p for n, p in named if not decays(n, p, decay_set)]
     fused = device.type == "cuda"
-    return torch.optim.AdamW(
+    optimizer = torch.optim.Adam if cfg.optim.get("name", "adamw") == "adam_l2" else torch.optim.AdamW
+    return optimizer(
         [{"params": decay, "weight_decay": 0.0, "decays": True},
          {"params": no_decay, "weight_decay": 0.0, "decays": False}],
         lr=0.0, betas=tuple(cfg.optim.betas), eps=float(cfg.optim.eps),
@@ -318,6 +339,8 @@ class Run:
         if reported:
             self.grad_norm = float(norm)
         self.optimizer.step()
+        if not self.model.cfg.latent_weights:
+            drop_latent_weights(self.model.bitlinear_layers().values())
         return loss.detach()
 
     def run(self) -> dict:

@@ -143,11 +143,19 @@ def _check_model(cfg) -> None:
     _choice(cfg, "model.norm", NORM_PLACEMENTS, group="model")
     _choice(cfg, "model.ffn", FFN_KINDS, group="model")
     _boolean(cfg, "model.quantize_head", default=False)
+    for suspect in ("model.bitlinear_norm", "model.clamp_act_scale", "model.latent_weights"):
+        _boolean(cfg, suspect, default=True)
     for key in ("model.rope_theta", "model.norm_eps", "model.init_std"):
         _number(cfg, key, 0, None, "a positive number", low_open=True)
 
 
 def _check_optim(cfg) -> None:
+    from bitnet.train import DECAY_SETS, OPTIMIZERS
+
+    if _get(cfg, "optim.name", "adamw") not in OPTIMIZERS:
+        _choice(cfg, "optim.name", OPTIMIZERS, group="optim")
+    if _get(cfg, "optim.decay", "matrices") not in DECAY_SETS:
+        _choice(cfg, "optim.decay", DECAY_SETS)
     betas = _get(cfg, "optim.betas")
     values = list(betas) if OmegaConf.is_list(betas) or isinstance(betas, (list, tuple)) else None
     if (values is None or len(values) != 2
