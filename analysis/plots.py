@@ -223,17 +223,25 @@ def plot_diagnostics(sweep: Sweep, axes=None, keys: list[str] | None = None):
     return fig
 
 
-def save_plots(sweep: Sweep, out: Path, params: dict) -> list[Path]:
-    """tokens.png, loss.png, collapse_ratio.png (sweeps over hidden) and diagnostics.png (runs with the
-    diagnostic columns) into `out`; `params` is build_tables' second value."""
+def figures(sweep: Sweep, params: dict) -> list[tuple[str, Figure]]:
+    """[(file name, Figure)]: tokens.png, loss.png, collapse_ratio.png (sweeps over hidden) and diagnostics.png
+    (runs with the diagnostic columns); `params` is build_tables' second value."""
     keys = params["keys"]
-    figures = [("tokens.png", plot_tokens(sweep, keys=keys, collapse_level=params["rules"].collapse_level)), ("loss.png", plot_loss(sweep, keys=keys)),
-               ("collapse_ratio.png", plot_collapse(sweep, early=params["early"], late=params["late"],
-                                                    per_point_frame=params["per_point"], keys=keys)),
-               ("diagnostics.png", plot_diagnostics(sweep, keys=keys))]
-    paths = []
-    for name, fig in figures:
-        if fig is not None:
-            fig.savefig(Path(out) / name, dpi=110)
-            paths.append(Path(out) / name)
-    return paths
+    drawn = [("tokens.png", plot_tokens(sweep, keys=keys, collapse_level=params["rules"].collapse_level)),
+             ("loss.png", plot_loss(sweep, keys=keys)),
+             ("collapse_ratio.png", plot_collapse(sweep, early=params["early"], late=params["late"],
+                                                  per_point_frame=params["per_point"], keys=keys)),
+             ("diagnostics.png", plot_diagnostics(sweep, keys=keys))]
+    return [(name, fig) for name, fig in drawn if fig is not None]
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """A PNG that depends only on the data and the matplotlib install: no version stamp in its metadata, so that
+    a committed plot is rewritten byte for byte when nothing changed."""
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    return Path(path)
+
+
+def save_plots(sweep: Sweep, out: Path, params: dict) -> list[Path]:
+    """The figures() into `out`."""
+    return [save_figure(fig, Path(out) / name) for name, fig in figures(sweep, params)]

@@ -19,24 +19,35 @@ from analysis.rules import Rules
 from analysis.tables import EMPTY, TITLES, BadStep, build_tables, phase_note
 
 
-def render(sweep: Sweep, tables: dict, params: dict) -> str:
+def status_lines(sweep: Sweep) -> list[str]:
+    """The points' statuses, the unfinished points and the loader's warnings."""
     counts = sweep.points.status.value_counts()
     lines = [f"{len(sweep.points)} grid points: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."]
     for _, p in sweep.unfinished.iterrows():
         where = f" (expected at {p.folder})" if p.folder and p.status == "missing" else ""
         lines.append(f"- {p.point}: {p.status}{where}")
-    lines += [f"- {w}" for w in sweep.warnings]
-    lines.append(f"Collapse steps: {step_label(params['early'])} and {step_label(params['late'])} ({params['why']}).")
+    return lines + [f"- {w}" for w in sweep.warnings]
+
+
+def rule_lines(params: dict) -> list[str]:
+    """The collapse steps and the learning-phase rule, printed once above the tables."""
+    return [f"Collapse steps: {step_label(params['early'])} and {step_label(params['late'])} ({params['why']}).",
+            phase_note(params["rules"])]
+
+
+def table_markdown(name: str, tables: dict, params: dict, level: int = 2, phase_above: bool = True) -> str:
+    """One table under its title and its rules. With `phase_above` the phase rule is left out: it is printed
+    once, above all the tables (each table's own .md file repeats it)."""
+    md = tables[name][0]
     phase = phase_note(params["rules"])
-    lines.append(phase)
-    text = "\n".join(lines) + "\n"
-    for name, (md, _) in tables.items():
-        text += f"\n## {TITLES[name]}\n\n"
-        # the phase rule is printed once, above; each table's own .md file repeats it
-        notes = [n for n in params["notes"].get(name, []) if n != phase] if len(md) else []
-        text += "".join(f"{note}\n\n" for note in notes)
-        text += (to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name, 'no rows')}.") + "\n"
-    return text
+    notes = [n for n in params["notes"].get(name, []) if n != phase or not phase_above] if len(md) else []
+    text = f"{'#' * level} {TITLES[name]}\n\n" + "".join(f"{note}\n\n" for note in notes)
+    return text + (to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name, 'no rows')}.") + "\n"
+
+
+def render(sweep: Sweep, tables: dict, params: dict) -> str:
+    text = "\n".join(status_lines(sweep) + rule_lines(params)) + "\n"
+    return text + "".join(f"\n{table_markdown(name, tables, params)}" for name in tables)
 
 
 def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bool = True) -> list[Path]:
@@ -74,13 +85,9 @@ RULE_OPTIONS = [
 ]
 
 
-def parser() -> argparse.ArgumentParser:
+def add_analysis_options(p: argparse.ArgumentParser) -> None:
+    """The options that choose what the tables show and the rules' thresholds (shared with analysis.document)."""
     defaults = Rules()
-    p = argparse.ArgumentParser(prog="python -m analysis.tables", description="Tables, verdicts and plots from "
-                                "sweep folders; every verdict is printed under its rule.")
-    p.add_argument("sweep_dirs", nargs="+", metavar="PATH", help="a sweep folder (the hydra.sweep.dir of a -m run), "
-                   "a run folder (metrics.csv, e.g. written by bitnet.probe), or CSV files from other training code "
-                   "(or folders of them)")
     p.add_argument("--steps", nargs="+", type=int, help="steps of the results table (default: a handful of evenly "
                    "spaced evaluated steps)")
     p.add_argument("--collapse-steps", nargs=2, type=int, metavar=("EARLY", "LATE"),
@@ -92,6 +99,15 @@ def parser() -> argparse.ArgumentParser:
                        help=f"{text} (default %(default)g)")
     p.add_argument("--pool", action="store_true", help="average points as seeds even when their configs differ "
                    "in more than the seed (listed in the output)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis.tables", description="Tables, verdicts and plots from "
+                                "sweep folders; every verdict is printed under its rule.")
+    p.add_argument("sweep_dirs", nargs="+", metavar="PATH", help="a sweep folder (the hydra.sweep.dir of a -m run), "
+                   "a run folder (metrics.csv, e.g. written by bitnet.probe), or CSV files from other training code "
+                   "(or folders of them)")
+    add_analysis_options(p)
     p.add_argument("--out", type=Path, help="output folder (default: analysis/ in the first PATH, or beside it "
                    "when it is a file)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
@@ -108,13 +124,20 @@ def _check_rules(args) -> Rules:
     return Rules(**{field: getattr(args, field) for field, *_ in RULE_OPTIONS})
 
 
+def analyse(sweep_dirs, args, labelling=None) -> tuple[Sweep, dict, dict]:
+    """Load the paths (as one sweep; `labelling`: how foreign CSV files are read) and build its tables with the
+    options of add_analysis_options. Raises NotASweep, BadStep or ValueError (a one-line message) for bad input."""
+    rules = _check_rules(args)
+    sweep = load_sweeps(sweep_dirs, labelling=labelling)
+    tables, params = build_tables(sweep, args.steps, tuple(args.collapse_steps) if args.collapse_steps else None,
+                                  rules, pool=args.pool)
+    return sweep, tables, params
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        rules = _check_rules(args)
-        sweep = load_sweeps(args.sweep_dirs, labelling=labelling_from(args))
-        tables, params = build_tables(sweep, args.steps, tuple(args.collapse_steps) if args.collapse_steps else None,
-                                      rules, pool=args.pool)
+        sweep, tables, params = analyse(args.sweep_dirs, args, labelling=labelling_from(args))
     except (NotASweep, BadStep, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

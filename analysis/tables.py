@@ -281,7 +281,8 @@ def _check_steps(name: str, steps, evaluated: list[int]) -> None:
 def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: tuple[int, int] | None = None,
                  rules: Rules = Rules(), pool: bool = False):
     """({name: (markdown frame, csv frame)}, params): params holds the steps, early, late, cell keys, the
-    per-point frames and `notes` ({table name: [lines printed above it]}: the rules behind its classes).
+    per-point frames, the interventions summary lines and `notes` ({table name: [lines printed above it]}: the
+    rules behind its classes).
     Raises BadStep for a requested step that no point evaluated."""
     curves = point_curves(sweep, rules)
     keys, differing = cell_keys(sweep, pool)
@@ -346,8 +347,8 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
             + ("POOLED as seeds anyway (--pool)." if pool else "kept in separate cells; --pool averages them as seeds.")]
     notes["points"] = notes.get("points", []) + data_errors(pp)
     return tables, {"steps": steps, "early": early, "late": late, "why": why, "keys": keys, "differing": differing,
-                    "per_point": pp, "diagnostics": diagnostics, "per_point_diagnostics": dp, "notes": notes,
-                    "rules": rules, "curves": curves}
+                    "per_point": pp, "interventions_summary": summaries, "diagnostics": diagnostics,
+                    "per_point_diagnostics": dp, "notes": notes, "rules": rules, "curves": curves}
 
 
 if __name__ == "__main__":  # `python -m analysis.tables`: the command lives in analysis/report.py
