@@ -52,6 +52,7 @@ PLOT_TEXT = {"tokens.png": "unique predicted tokens vs step", "loss.png": "train
              "collapse_ratio.png": "collapse ratio vs hidden size", "diagnostics.png": "collapse diagnostics vs step"}
 BEGIN = re.compile(r"^<!-- generated: (?P<args>.*?) -->\s*$")
 END = re.compile(r"^<!-- end generated -->\s*$")
+FENCE = re.compile(r"^\s*(```|~~~)")
 ANALYSIS_OPTIONS = ["steps", "collapse_steps", *(field for field, *_ in RULE_OPTIONS), "pool"]
 
 
@@ -139,8 +140,8 @@ def run_lines(sweep: Sweep) -> list[str]:
             records.append(json.loads(path.read_text()))
     versions = dict.fromkeys(", ".join(f"{k} {v}" for k, v in r["versions"].items()) for r in records
                              if r.get("versions"))
-    devices = dict.fromkeys(f"{r['device']}" + (f" ({r['cpu_threads']} threads)" if r.get("cpu_threads") else "")
-                            for r in records if r.get("device"))
+    devices = dict.fromkeys(f"{r['device']}" + (f", {r['cpu_threads']} CPU thread{'s' * (r['cpu_threads'] != 1)}"
+                                                 if r.get("cpu_threads") else "") for r in records if r.get("device"))
     corpora = dict.fromkeys(f"{c.get('fingerprint')} ({c['train_tokens']:,} training tokens)"
                             for c in (r.get("corpus") for r in records) if c and c.get("train_tokens"))
     times = [r["elapsed_s"] for r in records if r.get("elapsed_s") is not None]
@@ -199,8 +200,8 @@ def verdicts_markdown(section: "Section") -> str:
     tables, params = section.tables, section.params
     keys = params["keys"]
     signature = tables["signature"][0]
-    text = (f"Collapse signature per cell (yes / partial / no, k/n seeds; the rule is under the signature "
-            f"table):\n\n" + "".join(f"- {cell_label(r, keys)}: {r['seed signature']}\n" for _, r in signature.iterrows()))
+    text = (f"Collapse signature per cell (yes / partial / no with k/n seeds; its rule is printed with the "
+            f"signature table):\n\n" + "".join(f"- {cell_label(r, keys)}: {r['seed signature']}\n" for _, r in signature.iterrows()))
     if params["interventions_summary"]:
         text += "\nInterventions: " + " ".join(params["interventions_summary"]) + "\n"
     decision = tables["decision"][1]
@@ -353,16 +354,18 @@ def refresh_document(doc: Path) -> tuple[str, list[tuple[Path, object]]]:
     """The document with every generated block regenerated, and the plots they link."""
     base, lines = doc.parent, doc.read_text().splitlines(keepends=True)
     figure_dir, used = base / f"{doc.stem}_figures", set()
-    out, pngs, i = [], [], 0
+    out, pngs, i, fenced = [], [], 0, False
     while i < len(lines):
         line = lines[i]
-        if END.match(line):
-            raise BadInput(f"{doc} line {i + 1}: `<!-- end generated -->` without a `<!-- generated: ... -->` above it")
-        begin = BEGIN.match(line)
-        if not begin:
+        if FENCE.match(line):  # a marker inside a fenced code block is an example, not a block
+            fenced = not fenced
+        if fenced or not (BEGIN.match(line) or END.match(line)):
             out.append(line)
             i += 1
             continue
+        if END.match(line):
+            raise BadInput(f"{doc} line {i + 1}: `<!-- end generated -->` without a `<!-- generated: ... -->` above it")
+        begin = BEGIN.match(line)
         end = next((j for j in range(i + 1, len(lines)) if END.match(lines[j]) or BEGIN.match(lines[j])), None)
         if end is None or BEGIN.match(lines[end]):
             raise BadInput(f"{doc} line {i + 1}: `<!-- generated: ...` has no `<!-- end generated -->` after it")

@@ -1,0 +1,202 @@
+"""The report command (python -m analysis.document): one markdown report from sweep folders, and the generated
+blocks of hand-written documents, regenerated from committed folders and checked unchanged."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, TINY, run_cli
+
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+EXAMPLE = REPO_ROOT / "docs" / "example_report"
+EXAMPLE_ARGS = ["tests/fixtures/seed004_sweep", "tests/fixtures/partial_sweep", "--out", "docs/example_report"]
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
+
+
+def document(*args, check: bool = False, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "analysis.document", *map(str, args)], cwd=cwd,
+                            capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"analysis.document exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def docs_with_blocks() -> list[Path]:
+    found = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md")),
+             *sorted((REPO_ROOT / "analysis").glob("*.md"))]
+    return [p for p in found if "<!-- generated:" in p.read_text()]
+
+
+# ---- committed outputs are what the committed folders give ------------------------------------------------------
+def test_example_report_is_regenerated_unchanged_from_the_fixtures():
+    """docs/example_report/report.md is the committed expected report of two fixture sweeps."""
+    result = document(*EXAMPLE_ARGS, "--check")
+    assert result.returncode == 0, result.stderr
+    text = (EXAMPLE / "report.md").read_text()
+    for link in IMAGE.findall(text):
+        assert (EXAMPLE / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("doc", docs_with_blocks(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_generated_blocks_of_the_docs_are_current(doc):
+    """Every generated block in the repository's docs is what its sweep folders give now."""
+    result = document("--update", doc.relative_to(REPO_ROOT), "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_some_doc_has_a_generated_block():
+    assert any(p.name == "README.md" and p.parent.name == "analysis" for p in docs_with_blocks())
+
+
+# ---- a report -------------------------------------------------------------------------------------------------
+def test_report_of_the_fixtures_is_deterministic_relative_and_complete(tmp_path):
+    """Same folders, same bytes (markdown and PNGs); no absolute path; the verdicts and their rules are in it."""
+    sweeps = tmp_path / "somewhere" / "sweeps"
+    shutil.copytree(FIXTURES / "seed004_sweep", sweeps / "seed004_sweep")
+    shutil.copytree(FIXTURES / "partial_sweep", sweeps / "partial_sweep")
+    outs = [tmp_path / "a" / "report", tmp_path / "b" / "report"]
+    for out in outs:
+        document(sweeps / "seed004_sweep", sweeps / "partial_sweep", "--out", out, check=True)
+    texts = [(out / "report.md").read_text() for out in outs]
+    assert texts[0] == texts[1]
+    text = texts[0]
+    assert str(tmp_path) not in text and str(REPO_ROOT) not in text
+    links = IMAGE.findall(text)
+    assert links == [f"report_figures/seed004_sweep-{p}.png" for p in ("tokens", "loss")] + \
+        [f"report_figures/partial_sweep-{p}.png" for p in ("tokens", "loss", "collapse_ratio")]
+    for link in links:
+        assert (outs[0] / link).read_bytes() == (outs[1] / link).read_bytes()
+    assert text.startswith("# Sweep report: seed004_sweep, partial_sweep\n")
+    assert "Sweep folder: [seed004_sweep](../../somewhere/sweeps/seed004_sweep)" in text
+    # what was run: the grid from grid.json, the settings that tell the arms apart from run.json
+    assert "`seed004_sweep`: 4 grid points (grid.json); `intervention` = standard, reduced_lr, label_smoothing, " \
+           "grad_clip." in text
+    assert "| intervention=reduced_lr      | 0.0005    |" in text
+    # the signature verdict per arm with k/n seeds, as the seeds' intervention study reads
+    for arm, verdict in (("standard", "yes"), ("reduced_lr", "no"), ("label_smoothing", "partial")):
+        assert f"- intervention={arm}: {verdict} 1/1\n" in text
+    assert "Interventions: Only reduced_lr avoids ending collapsed" in text
+    # the partial sweep: unfinished points with the folder a missing one would have, relative; no guess
+    assert "- hidden=1536: missing (expected at ../../somewhere/sweeps/partial_sweep/hidden=1536)" in text
+    assert "partial_sweep/hidden=512/metrics.csv: last line '10000,,1' is torn" in text
+    assert "Scaling decision at step 4k: outcome undecided" in text
+    # every table under its rule; the tables that do not apply named once
+    assert "#### Collapse signature of the investigation's runs\n\nRule: plateau = at most 5 unique tokens" in text
+    assert "Not applicable here: Transition at each switch" in text
+
+
+def test_check_says_what_is_stale(tmp_path):
+    out = tmp_path / "report"
+    document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, check=True)
+    assert document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, "--check").returncode == 0
+    result = document(FIXTURES / "seed004_sweep", "--out", out, "--check")  # another threshold: other verdicts
+    assert result.returncode == 1 and "is stale" in result.stderr
+    assert "-Made by `python -m analysis.document` from `" in result.stderr  # the options are in the intro
+    assert "with `--collapse-level 5`" in (out / "report.md").read_text()
+    (out / "report_figures" / "seed004_sweep-loss.png").unlink()
+    result = document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, "--check")
+    assert result.returncode == 1 and "missing plot: " in result.stderr and "seed004_sweep-loss.png" in result.stderr
+
+
+def test_a_real_tiny_sweep_report(tmp_path):
+    """A sweep this framework ran: versions, device, corpus and run time from run.json, the overrides every
+    point shares, what differs between the arms, and the signature verdict of the faithful recipe: no."""
+    sweep = tmp_path / "sweep"
+    run_cli("-m", "wd=constant,two_stage", *TINY, f"hydra.sweep.dir={sweep}")
+    out = tmp_path / "report"
+    document(sweep, "--out", out, check=True)
+    text = (out / "report.md").read_text()
+    assert "`sweep`: 2 grid points (grid.json); `wd` = constant, two_stage." in text
+    assert f"Overrides shared by every point: `{' '.join(TINY)}`" in text
+    assert re.search(r"- Versions: bitnet [^,]+, torch [^,]+, python [\d.]+\.\n", text)
+    assert "- Device: cpu, 1 CPU thread." in text
+    assert re.search(r"- Training time \(run\.json\): [\d.]+ s over 2 points", text)
+    assert re.search(r"\| wd\.name=two_stage +\| 0\.0 +\|", text)  # the arm's stage-2 weight decay
+    assert "- wd.name=constant: no 1/1" in text and "- wd.name=two_stage: no 1/1" in text
+    links = IMAGE.findall(text)
+    assert [Path(link).name for link in links] == ["sweep-tokens.png", "sweep-loss.png", "sweep-diagnostics.png"]
+    assert all((out / link).exists() for link in links)
+
+
+# ---- generated blocks -----------------------------------------------------------------------------------------
+DOC = """# Findings
+
+Prose the command never touches, and an example it leaves alone:
+
+```markdown
+<!-- generated: not/a/sweep -->
+<!-- end generated -->
+```
+
+<!-- generated: sweeps/seed004_sweep --only verdicts signature --level 3 -->
+old numbers
+<!-- end generated -->
+
+More prose.
+
+<!-- generated: sweeps/seed004_sweep --only plots -->
+<!-- end generated -->
+"""
+
+
+def test_update_refreshes_generated_blocks_in_place(tmp_path):
+    shutil.copytree(FIXTURES / "seed004_sweep", tmp_path / "sweeps" / "seed004_sweep")
+    doc = tmp_path / "findings.md"
+    doc.write_text(DOC)
+    result = document("--update", doc, "--check")
+    assert result.returncode == 1 and "-old numbers" in result.stderr and doc.read_text() == DOC
+    document("--update", doc, check=True)
+    text = doc.read_text()
+    marker = "<!-- generated: sweeps/seed004_sweep --only verdicts"
+    assert text.split(marker)[0] == DOC.split(marker)[0]  # the prose and the fenced example, untouched
+    first, rest = text.split(marker)[1].split("More prose.")
+    assert "old numbers" not in text and "\nMore prose.\n" in text
+    assert "### Verdicts\n\nCollapse signature per cell" in first and "- intervention=standard: yes 1/1\n" in first
+    assert "### Collapse signature of the investigation's runs\n\nRule: plateau" in first
+    assert "Learning phase: " in first  # a table shown alone keeps the phase rule its verdicts use
+    assert "## Plots\n\n![unique predicted tokens vs step](findings_figures/seed004_sweep-2-tokens.png)" in rest
+    assert (tmp_path / "findings_figures" / "seed004_sweep-2-tokens.png").exists()
+    assert document("--update", doc, "--check").returncode == 0
+    document("--update", doc, check=True)
+    assert doc.read_text() == text  # idempotent
+
+
+@pytest.mark.parametrize("body, message", [
+    ("<!-- generated: sweeps/seed004_sweep -->\nno end\n", "line 3: `<!-- generated: ...` has no `<!-- end "
+                                                           "generated -->` after it"),
+    ("<!-- end generated -->\n", "line 3: `<!-- end generated -->` without a `<!-- generated: ... -->` above it"),
+    ("<!-- generated: sweeps/seed004_sweep --diverse -1 -->\n<!-- end generated -->\n",
+     "line 3: --diverse=-1 is not allowed: use a count >= 0"),
+    ("<!-- generated: sweeps/nope -->\n<!-- end generated -->\n", "line 3: "),
+    ("<!-- generated: --only verdicts -->\n<!-- end generated -->\n", "line 3: no SWEEP folder given"),
+    ("<!-- generated: sweeps/seed004_sweep --out x -->\n<!-- end generated -->\n",
+     "line 3: unrecognized arguments: --out x"),
+])
+def test_bad_blocks_are_one_line_errors_naming_the_line(tmp_path, body, message):
+    shutil.copytree(FIXTURES / "seed004_sweep", tmp_path / "sweeps" / "seed004_sweep")
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Doc\n\n" + body)
+    before = doc.read_text()
+    result = document("--update", doc)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {doc} {message}") and len(result.stderr.strip().splitlines()) == 1
+    assert doc.read_text() == before and not (tmp_path / "doc_figures").exists()
+
+
+def test_bad_command_lines(tmp_path):
+    for args, message in [([], "error: give SWEEP folders (a report) or --update DOC"),
+                          (["--update", tmp_path / "none.md"], f"error: --update {tmp_path / 'none.md'}: no such file"),
+                          ([FIXTURES / "seed004_sweep", "--update", "README.md"], "error: --update DOC takes no SWEEP"),
+                          ([tmp_path, "--out", tmp_path / "out"], f"error: {tmp_path} is not a sweep folder"),
+                          ([FIXTURES / "seed004_sweep", "--steps", 123, "--out", tmp_path / "out"],
+                           "error: --steps: step 123 was never evaluated")]:
+        result = document(*args)
+        assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
