@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.document import main
 from conftest import REPO_ROOT, TINY, run_cli
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -19,12 +20,24 @@ EXAMPLE_ARGS = ["tests/fixtures/seed004_sweep", "tests/fixtures/partial_sweep", 
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 
-def document(*args, check: bool = False, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "analysis.document", *map(str, args)], cwd=cwd,
-                            capture_output=True, text=True, timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"analysis.document exited {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+def document_cli(*args) -> subprocess.CompletedProcess:
+    """`python -m analysis.document ARGS` from the repository root, as a user would type it."""
+    return subprocess.run([sys.executable, "-m", "analysis.document", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def document(capsys, monkeypatch):
+    """The command in-process (a subprocess costs seconds of imports): (exit status, stdout, stderr)."""
+    monkeypatch.chdir(REPO_ROOT)
+
+    def run(*args, check: bool = False):
+        status = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        if check and status != 0:
+            raise AssertionError(f"analysis.document exited {status}\n{out}\n{err}")
+        return status, out, err
+    return run
 
 
 def docs_with_blocks() -> list[Path]:
@@ -36,18 +49,18 @@ def docs_with_blocks() -> list[Path]:
 # ---- committed outputs are what the committed folders give ------------------------------------------------------
 def test_example_report_is_regenerated_unchanged_from_the_fixtures():
     """docs/example_report/report.md is the committed expected report of two fixture sweeps."""
-    result = document(*EXAMPLE_ARGS, "--check")
-    assert result.returncode == 0, result.stderr
+    result = document_cli(*EXAMPLE_ARGS, "--check")
+    assert result.returncode == 0 and result.stdout == "docs/example_report/report.md is up to date\n", result.stderr
     text = (EXAMPLE / "report.md").read_text()
     for link in IMAGE.findall(text):
         assert (EXAMPLE / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("doc", docs_with_blocks(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
-def test_generated_blocks_of_the_docs_are_current(doc):
+def test_generated_blocks_of_the_docs_are_current(document, doc):
     """Every generated block in the repository's docs is what its sweep folders give now."""
-    result = document("--update", doc.relative_to(REPO_ROOT), "--check")
-    assert result.returncode == 0, result.stderr
+    status, _, err = document("--update", doc.relative_to(REPO_ROOT), "--check")
+    assert status == 0, err
 
 
 def test_some_doc_has_a_generated_block():
@@ -55,7 +68,7 @@ def test_some_doc_has_a_generated_block():
 
 
 # ---- a report -------------------------------------------------------------------------------------------------
-def test_report_of_the_fixtures_is_deterministic_relative_and_complete(tmp_path):
+def test_report_of_the_fixtures_is_deterministic_relative_and_complete(document, tmp_path):
     """Same folders, same bytes (markdown and PNGs); no absolute path; the verdicts and their rules are in it."""
     sweeps = tmp_path / "somewhere" / "sweeps"
     shutil.copytree(FIXTURES / "seed004_sweep", sweeps / "seed004_sweep")
@@ -91,20 +104,21 @@ def test_report_of_the_fixtures_is_deterministic_relative_and_complete(tmp_path)
     assert "Not applicable here: Transition at each switch" in text
 
 
-def test_check_says_what_is_stale(tmp_path):
+def test_check_says_what_is_stale(document, tmp_path):
     out = tmp_path / "report"
     document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, check=True)
-    assert document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, "--check").returncode == 0
-    result = document(FIXTURES / "seed004_sweep", "--out", out, "--check")  # another threshold: other verdicts
-    assert result.returncode == 1 and "is stale" in result.stderr
-    assert "-Made by `python -m analysis.document` from `" in result.stderr  # the options are in the intro
+    assert document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, "--check")[0] == 0
+    status, stdout, stderr = document(FIXTURES / "seed004_sweep", "--out", out, "--check")  # another threshold: other verdicts
+    assert status == 1 and "is stale" in stderr
+    assert "-Made by `python -m analysis.document` from `" in stderr  # the options are in the intro
     assert "with `--collapse-level 5`" in (out / "report.md").read_text()
     (out / "report_figures" / "seed004_sweep-loss.png").unlink()
-    result = document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, "--check")
-    assert result.returncode == 1 and "missing plot: " in result.stderr and "seed004_sweep-loss.png" in result.stderr
+    status, stdout, stderr = document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, "--check")
+    assert status == 1 and "missing plot: " in stderr and "seed004_sweep-loss.png" in stderr
 
 
-def test_a_real_tiny_sweep_report(tmp_path):
+@pytest.mark.slow
+def test_a_real_tiny_sweep_report(document, tmp_path):
     """A sweep this framework ran: versions, device, corpus and run time from run.json, the overrides every
     point shares, what differs between the arms, and the signature verdict of the faithful recipe: no."""
     sweep = tmp_path / "sweep"
@@ -145,12 +159,12 @@ More prose.
 """
 
 
-def test_update_refreshes_generated_blocks_in_place(tmp_path):
+def test_update_refreshes_generated_blocks_in_place(document, tmp_path):
     shutil.copytree(FIXTURES / "seed004_sweep", tmp_path / "sweeps" / "seed004_sweep")
     doc = tmp_path / "findings.md"
     doc.write_text(DOC)
-    result = document("--update", doc, "--check")
-    assert result.returncode == 1 and "-old numbers" in result.stderr and doc.read_text() == DOC
+    status, stdout, stderr = document("--update", doc, "--check")
+    assert status == 1 and "-old numbers" in stderr and doc.read_text() == DOC
     document("--update", doc, check=True)
     text = doc.read_text()
     marker = "<!-- generated: sweeps/seed004_sweep --only verdicts"
@@ -162,7 +176,7 @@ def test_update_refreshes_generated_blocks_in_place(tmp_path):
     assert "Learning phase: " in first  # a table shown alone keeps the phase rule its verdicts use
     assert "## Plots\n\n![unique predicted tokens vs step](findings_figures/seed004_sweep-2-tokens.png)" in rest
     assert (tmp_path / "findings_figures" / "seed004_sweep-2-tokens.png").exists()
-    assert document("--update", doc, "--check").returncode == 0
+    assert document("--update", doc, "--check")[0] == 0
     document("--update", doc, check=True)
     assert doc.read_text() == text  # idempotent
 
@@ -178,25 +192,25 @@ def test_update_refreshes_generated_blocks_in_place(tmp_path):
     ("<!-- generated: sweeps/seed004_sweep --out x -->\n<!-- end generated -->\n",
      "line 3: unrecognized arguments: --out x"),
 ])
-def test_bad_blocks_are_one_line_errors_naming_the_line(tmp_path, body, message):
+def test_bad_blocks_are_one_line_errors_naming_the_line(document, tmp_path, body, message):
     shutil.copytree(FIXTURES / "seed004_sweep", tmp_path / "sweeps" / "seed004_sweep")
     doc = tmp_path / "doc.md"
     doc.write_text("# Doc\n\n" + body)
     before = doc.read_text()
-    result = document("--update", doc)
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith(f"error: {doc} {message}") and len(result.stderr.strip().splitlines()) == 1
+    status, stdout, stderr = document("--update", doc)
+    assert status == 2 and stdout == ""
+    assert stderr.startswith(f"error: {doc} {message}") and len(stderr.strip().splitlines()) == 1
     assert doc.read_text() == before and not (tmp_path / "doc_figures").exists()
 
 
-def test_bad_command_lines(tmp_path):
+def test_bad_command_lines(document, tmp_path):
     for args, message in [([], "error: give SWEEP folders (a report) or --update DOC"),
                           (["--update", tmp_path / "none.md"], f"error: --update {tmp_path / 'none.md'}: no such file"),
                           ([FIXTURES / "seed004_sweep", "--update", "README.md"], "error: --update DOC takes no SWEEP"),
                           ([tmp_path, "--out", tmp_path / "out"], f"error: {tmp_path} is not a sweep folder"),
                           ([FIXTURES / "seed004_sweep", "--steps", 123, "--out", tmp_path / "out"],
                            "error: --steps: step 123 was never evaluated")]:
-        result = document(*args)
-        assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        status, stdout, stderr = document(*args)
+        assert status == 2 and stderr.startswith(message), stderr
+        assert len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
