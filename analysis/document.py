@@ -41,7 +41,7 @@ import pandas as pd
 import yaml
 
 from analysis.fmt import fmt_value, step_label
-from analysis.load import GRID_MANIFEST, NotASweep, Sweep, find_point_folders, parse_overrides, read_manifest
+from analysis.load import GRID_MANIFEST, NotASweep, Sweep, find_point_folders, parse_overrides, varying_keys
 from analysis.report import RULE_OPTIONS, add_analysis_options, analyse, rule_lines, status_lines, table_markdown
 from analysis.tables import EMPTY, TITLES, BadStep
 
@@ -104,25 +104,27 @@ def config_text(value) -> str:
     return text.replace("|", "\\|")
 
 
-def grid_overrides(sweep_dir: Path) -> tuple[list[dict], str]:
-    """Every point's command-line overrides ({key: value}) in grid order, and where they were read."""
-    manifest = read_manifest(sweep_dir)
-    if manifest is not None:
-        return [p["overrides"] for p in manifest], GRID_MANIFEST
-    return [parse_overrides(yaml.safe_load((f / ".hydra" / "overrides.yaml").read_text()) or [])
-            for f in find_point_folders(sweep_dir)], "the point folders (no grid.json)"
+def grid_overrides(sweep_dir: Path) -> tuple[list[list[str]], str]:
+    """Every point's command-line overrides as typed (`+sweep=forensics`), in grid order, and where they were read."""
+    path = sweep_dir / GRID_MANIFEST
+    if path.exists():
+        return [p["overrides"] for p in json.loads(path.read_text()).get("points") or []], f"read from {GRID_MANIFEST}"
+    folders = find_point_folders(sweep_dir)
+    return [yaml.safe_load((f / ".hydra" / "overrides.yaml").read_text()) or [] for f in folders], \
+        f"read from the point folders: no {GRID_MANIFEST}"
 
 
 def grid_lines(sweep_dir: Path, name: str) -> list[str]:
-    overrides, source = grid_overrides(sweep_dir)
-    keys = list(dict.fromkeys(k for o in overrides for k in o))
-    values = {k: list(dict.fromkeys(config_text(o[k]) if k in o else "(not set)" for o in overrides)) for k in keys}
-    varying = [k for k in keys if len(values[k]) > 1]
-    fixed = [f"{k}={values[k][0]}" for k in keys if k not in varying]
+    """The keys that vary over the grid with their values in declared order, and the overrides every point shares."""
+    typed, source = grid_overrides(sweep_dir)
+    overrides = [parse_overrides(lines) for lines in typed]
+    varying = varying_keys(overrides)
+    values = {k: list(dict.fromkeys(config_text(o[k]) if k in o else "(not set)" for o in overrides)) for k in varying}
+    shared = [line for line in typed[0] if all(line in lines for lines in typed)] if typed else []
     lines = [f"`{name}`: {len(overrides)} grid points ({source}); "
              + ("; ".join(f"`{k}` = {', '.join(values[k])}" for k in varying) or "no key varies") + "."]
-    if fixed:
-        lines.append(f"Overrides shared by every point: `{' '.join(fixed)}`.")
+    if shared:
+        lines.append(f"Overrides shared by every point: `{' '.join(shared)}`.")
     return lines
 
 
@@ -201,7 +203,8 @@ def verdicts_markdown(section: "Section") -> str:
     keys = params["keys"]
     signature = tables["signature"][0]
     text = (f"Collapse signature per cell (yes / partial / no with k/n seeds; its rule is printed with the "
-            f"signature table):\n\n" + "".join(f"- {cell_label(r, keys)}: {r['seed signature']}\n" for _, r in signature.iterrows()))
+            f"signature table):\n\n"
+            + "".join(f"- {cell_label(r, keys)}: {r['seed signature']}\n" for _, r in signature.iterrows()))
     if params["interventions_summary"]:
         text += "\nInterventions: " + " ".join(params["interventions_summary"]) + "\n"
     decision = tables["decision"][1]
@@ -272,7 +275,8 @@ def section_markdown(section: Section, parts: list[str], level: int, heading: bo
     links = ", ".join(f"[{name}]({paths.show(f)})" for f, name in zip(section.folders, section.names))
     text, pngs = "", []
     if heading:
-        text += f"{'#' * level} {' + '.join(section.names)}\n\nSweep folder{'s' * (len(section.folders) > 1)}: {links}\n\n"
+        plural = "s" * (len(section.folders) > 1)
+        text += f"{'#' * level} {' + '.join(section.names)}\n\nSweep folder{plural}: {links}\n\n"
         level += 1
     for part in parts:
         if part not in PARTS:  # one table, its phase rule with it
@@ -391,6 +395,7 @@ def stale(path: Path, text: str, pngs) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
         args = parser().parse_args(argv)
         if args.update and (args.sweeps or args.out or args.title):
@@ -412,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         problems = stale(target, text, pngs)
         if problems:
-            print(f"{target} is stale: regenerate it with `python -m analysis.document "
-                  f"{'--update ' + str(target) if args.update else '...'}`", file=sys.stderr)
+            again = shlex.join(a for a in argv if a != "--check")
+            print(f"{target} is stale: regenerate it with `python -m analysis.document {again}`", file=sys.stderr)
             print("\n".join(problems), file=sys.stderr)
             return 1
         print(f"{target} is up to date")

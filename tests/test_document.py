@@ -43,7 +43,7 @@ def document(capsys, monkeypatch):
 def docs_with_blocks() -> list[Path]:
     found = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md")),
              *sorted((REPO_ROOT / "analysis").glob("*.md"))]
-    return [p for p in found if "<!-- generated:" in p.read_text()]
+    return [p for p in found if re.search(r"^<!-- generated: ", p.read_text(), re.M)]
 
 
 # ---- committed outputs are what the committed folders give ------------------------------------------------------
@@ -88,8 +88,8 @@ def test_report_of_the_fixtures_is_deterministic_relative_and_complete(document,
     assert text.startswith("# Sweep report: seed004_sweep, partial_sweep\n")
     assert "Sweep folder: [seed004_sweep](../../somewhere/sweeps/seed004_sweep)" in text
     # what was run: the grid from grid.json, the settings that tell the arms apart from run.json
-    assert "`seed004_sweep`: 4 grid points (grid.json); `intervention` = standard, reduced_lr, label_smoothing, " \
-           "grad_clip." in text
+    assert "`seed004_sweep`: 4 grid points (read from grid.json); `intervention` = standard, reduced_lr, " \
+           "label_smoothing, grad_clip." in text
     assert "| intervention=reduced_lr      | 0.0005    |" in text
     # the signature verdict per arm with k/n seeds, as the seeds' intervention study reads
     for arm, verdict in (("standard", "yes"), ("reduced_lr", "no"), ("label_smoothing", "partial")):
@@ -108,7 +108,8 @@ def test_check_says_what_is_stale(document, tmp_path):
     out = tmp_path / "report"
     document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, check=True)
     assert document(FIXTURES / "seed004_sweep", "--out", out, "--collapse-level", 5, "--check")[0] == 0
-    status, stdout, stderr = document(FIXTURES / "seed004_sweep", "--out", out, "--check")  # another threshold: other verdicts
+    # another threshold, other verdicts
+    status, stdout, stderr = document(FIXTURES / "seed004_sweep", "--out", out, "--check")
     assert status == 1 and "is stale" in stderr
     assert "-Made by `python -m analysis.document` from `" in stderr  # the options are in the intro
     assert "with `--collapse-level 5`" in (out / "report.md").read_text()
@@ -126,8 +127,9 @@ def test_a_real_tiny_sweep_report(document, tmp_path):
     out = tmp_path / "report"
     document(sweep, "--out", out, check=True)
     text = (out / "report.md").read_text()
-    assert "`sweep`: 2 grid points (grid.json); `wd` = constant, two_stage." in text
-    assert f"Overrides shared by every point: `{' '.join(TINY)}`" in text
+    assert "`sweep`: 2 grid points (read from grid.json); `wd` = constant, two_stage." in text
+    # as the sweeper wrote them into grid.json (Hydra writes progress=false as progress=False)
+    assert f"Overrides shared by every point: `{' '.join(TINY[:-2])}" in text and " threads=1`." in text
     assert re.search(r"- Versions: bitnet [^,]+, torch [^,]+, python [\d.]+\.\n", text)
     assert "- Device: cpu, 1 CPU thread." in text
     assert re.search(r"- Training time \(run\.json\): [\d.]+ s over 2 points", text)
