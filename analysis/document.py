@@ -207,6 +207,15 @@ def verdicts_markdown(section: "Section") -> str:
             + "".join(f"- {cell_label(r, keys)}: {r['seed signature']}\n" for _, r in signature.iterrows()))
     if params["interventions_summary"]:
         text += "\nInterventions: " + " ".join(params["interventions_summary"]) + "\n"
+    factorial = tables["factorial"][0]
+    if len(factorial):
+        text += ("\nLR switch x WD switch, effects on the completed points' final values, 95% t intervals (the "
+                 "factorial table):\n\n")
+        others = [k for k in keys if k in factorial and k != "effect"]
+        for _, row in factorial.iterrows():
+            where = f" ({cell_label(row, others)})" if others else ""
+            text += (f"- {row['effect']}{where}: unique tokens {row['final unique tokens']}, eval loss "
+                     f"{row['final eval loss']}\n")
     decision = tables["decision"][1]
     others = [k for k in keys if k != "hidden"]
     for _, row in decision.iterrows():

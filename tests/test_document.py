@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis.document import main
+from analysis.fmt import fmt_value
 from conftest import REPO_ROOT, TINY, run_cli
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -120,21 +122,29 @@ def test_check_says_what_is_stale(document, tmp_path):
 
 @pytest.mark.slow
 def test_a_real_tiny_sweep_report(document, tmp_path):
-    """A sweep this framework ran: versions, device, corpus and run time from run.json, the overrides every
-    point shares, what differs between the arms, and the signature verdict of the faithful recipe: no."""
+    """A factorial sweep this framework ran: versions, device, corpus and run time from run.json, the overrides
+    every point shares, what differs between the arms, the signature verdict of the faithful recipe (no) and the
+    switches' effects, as the metrics.csv files give them."""
     sweep = tmp_path / "sweep"
-    run_cli("-m", "wd=constant,two_stage", *TINY, f"hydra.sweep.dir={sweep}")
+    run_cli("-m", "lr=linear,two_stage", "wd=constant,two_stage", *TINY, f"hydra.sweep.dir={sweep}")
     out = tmp_path / "report"
     document(sweep, "--out", out, check=True)
     text = (out / "report.md").read_text()
-    assert "`sweep`: 2 grid points (read from grid.json); `wd` = constant, two_stage." in text
+    assert "`sweep`: 4 grid points (read from grid.json); `lr` = linear, two_stage; `wd` = constant, two_stage." in text
     # as the sweeper wrote them into grid.json (Hydra writes progress=false as progress=False)
     assert f"Overrides shared by every point: `{' '.join(TINY[:-2])}" in text and " threads=1`." in text
     assert re.search(r"- Versions: bitnet [^,]+, torch [^,]+, python [\d.]+\.\n", text)
     assert "- Device: cpu, 1 CPU thread." in text
-    assert re.search(r"- Training time \(run\.json\): [\d.]+ s over 2 points", text)
-    assert re.search(r"\| wd\.name=two_stage +\| 0\.0 +\|", text)  # the arm's stage-2 weight decay
-    assert "- wd.name=constant: no 1/1" in text and "- wd.name=two_stage: no 1/1" in text
+    assert re.search(r"- Training time \(run\.json\): [\d.]+ s over 4 points", text)
+    assert re.search(r"\| lr\.name=linear, wd\.name=two_stage +\| 0\.0 +\|", text)  # the arm's stage-2 weight decay
+    for lr in ("linear", "two_stage"):
+        for wd in ("constant", "two_stage"):
+            assert f"- lr.name={lr}, wd.name={wd}: no 1/1\n" in text
+    final = {(lr, wd): pd.read_csv(sweep / f"lr={lr},wd={wd}" / "metrics.csv").unique_tokens.iloc[-1]
+             for lr in ("linear", "two_stage") for wd in ("constant", "two_stage")}
+    wd_effect = (final["linear", "two_stage"] + final["two_stage", "two_stage"]
+                 - final["linear", "constant"] - final["two_stage", "constant"]) / 2
+    assert f"- WD switch (main effect): unique tokens {fmt_value(wd_effect, 'drop')}, eval loss " in text
     links = IMAGE.findall(text)
     assert [Path(link).name for link in links] == ["sweep-tokens.png", "sweep-loss.png", "sweep-diagnostics.png"]
     assert all((out / link).exists() for link in links)
