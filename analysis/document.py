@@ -202,8 +202,8 @@ def verdicts_markdown(section: "Section") -> str:
     tables, params = section.tables, section.params
     keys = params["keys"]
     signature = tables["signature"][0]
-    text = (f"Collapse signature per cell (yes / partial / no with k/n seeds; its rule is printed with the "
-            f"signature table):\n\n"
+    text = ("Collapse signature per cell (yes / partial / no with k/n seeds; its rule is printed with the "
+            "signature table):\n\n"
             + "".join(f"- {cell_label(r, keys)}: {r['seed signature']}\n" for _, r in signature.iterrows()))
     if params["interventions_summary"]:
         text += "\nInterventions: " + " ".join(params["interventions_summary"]) + "\n"
