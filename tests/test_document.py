@@ -219,7 +219,7 @@ def test_bad_command_lines(document, tmp_path):
     for args, message in [([], "error: give SWEEP folders (a report) or --update DOC"),
                           (["--update", tmp_path / "none.md"], f"error: --update {tmp_path / 'none.md'}: no such file"),
                           ([FIXTURES / "seed004_sweep", "--update", "README.md"], "error: --update DOC takes no SWEEP"),
-                          ([tmp_path, "--out", tmp_path / "out"], f"error: {tmp_path} is not a sweep folder"),
+                          ([tmp_path, "--out", tmp_path / "out"], f"error: {tmp_path} has nothing to analyse"),
                           ([FIXTURES / "seed004_sweep", "--steps", 123, "--out", tmp_path / "out"],
                            "error: --steps: step 123 was never evaluated")]:
         status, stdout, stderr = document(*args)
