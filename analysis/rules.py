@@ -299,7 +299,8 @@ def intervention_summary(arms: list[dict], rules: Rules) -> str:
              f"{', '.join(ends)} {'ends' if len(ends) == 1 else 'end'} collapsed" if ends else "",
              f"{', '.join(mixed)}: seeds disagree" if mixed else ""]
     text = "; ".join(p for p in parts if p)
-    return text[0].upper() + text[1:] + f" {rule}"
+    # arm names are data ("adamw"): only the sentence's own first word is capitalised
+    return (f"O{text[1:]}" if text.startswith("only ") else text) + f" {rule}"
 
 
 # ---- the collapse diagnostics' verdict ----------------------------------------------------------------------

@@ -74,7 +74,10 @@ def interventions_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tupl
         for arm, seeds in block.groupby(arms, dropna=False, sort=False):
             arm = arm if isinstance(arm, tuple) else (arm,)
             waiting = [s for s in seeds.status if s not in FINISHED_STATUSES]
-            entries.append({"arm": ", ".join(fmt_value(v) for v in arm), "final_tokens": list(seeds.final_tokens),
+            # a multi-key arm as key=value pairs joined by "/", so arms stay apart in the summary's comma lists
+            label = (fmt_value(arm[0]) if len(arms) == 1
+                     else "/".join(f"{k}={fmt_value(v)}" for k, v in zip(arms, arm)))
+            entries.append({"arm": label, "final_tokens": list(seeds.final_tokens),
                             "waiting": waiting})
         prefix = f"hidden={fmt_value(size)}: " if size is not None else ""
         summaries.append(prefix + intervention_summary(entries, rules))

@@ -195,6 +195,21 @@ def test_trajectory_classes_and_summary_rules():
                                                         "disagree")
     arms[2]["waiting"] = ["running"]
     assert intervention_summary(arms, rules) == "undecided: waiting for c (running)"
+    # arm names are data: never capitalised
+    healthy = [{"arm": "adamw", "final_tokens": [60], "waiting": []},
+               {"arm": "adam_l2", "final_tokens": [30], "waiting": []}]
+    assert intervention_summary(healthy, rules).startswith("adamw, adam_l2 avoid ending collapsed")
+
+
+def test_multi_key_arms_stay_apart_in_the_intervention_summary(tmp_path):
+    """A factorial's arms (two keys each) are named key=value/key=value, so the comma list stays readable
+    (the committed LR x WD factorial study: every cell ends at 10 or fewer distinct predictions)."""
+    result = subprocess.run([sys.executable, "-m", "analysis.tables",
+                             str(REPO_ROOT / "results" / "lr_wd_factorial_coupled_l2_study"), "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert ("every arm ends collapsed: lr.name=linear/wd.name=constant, lr.name=linear/wd.name=two_stage, "
+            "lr.name=two_stage/wd.name=constant, lr.name=two_stage/wd.name=two_stage") in result.stdout
 
 
 # ---- learning phases ----------------------------------------------------------------------------------------
