@@ -6,6 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from bitnet.run import SWEEPS_DIR, register_presets
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 GROUPS = ["model", "optim", "lr", "wd", "data", "eval", "intervention", "scale"]
@@ -54,6 +55,13 @@ def test_every_preset_composes_with_both_scales(preset, scale):
     steps = cfg.train.steps
     assert steps == {"paper": 20_000 if preset == "stage1_only" else 10_000,
                      "smoke": 80 if preset == "stage1_only" else 40}[scale]
+
+
+def test_presets_compose_without_a_link_from_conf_to_sweeps():
+    """The `sweep` group is sweeps/ itself (registered by bitnet.run), not a symlink inside conf/."""
+    assert not (CONF_DIR / "sweep").exists()
+    assert SWEEPS_DIR == REPO_ROOT / "sweeps"
+    assert register_presets() == PRESETS
 
 
 def test_presets_reproduce_the_seeds_settings():

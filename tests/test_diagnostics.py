@@ -84,7 +84,7 @@ def test_distinct_n_and_repeated_ngrams_of_known_sequences():
 
 def test_sampling_does_not_move_the_training_rng():
     torch.manual_seed(0)
-    model = BitNetLM(ModelConfig(vocab_size=50, hidden=16, layers=1, n_heads=2, max_seq_len=8))
+    model = BitNetLM(model_config(vocab_size=50, hidden=16, layers=1, n_heads=2, max_seq_len=8))
     prompts = torch.randint(0, 50, (2, 4))
     state = torch.get_rng_state()
     from contextlib import nullcontext
