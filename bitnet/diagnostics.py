@@ -1,5 +1,5 @@
 """Collapse diagnostics: the signals that separate a normal unigram phase from a ternary pathology
-(../shared/reference/bitnet-recipe.md section 3).
+(docs/recipe.md, "What collapse to a few tokens usually is").
 
 - unigram_entropy: loss of the best context-free predictor on the training split; eval loss near it means
   the model predicts token frequencies and nothing more (the unigram phase).
