@@ -78,3 +78,17 @@ def test_presets_reproduce_the_seeds_settings():
     assert clip.train.grad_clip == 0.1 and clip.lr.peak == 1.5e-3
     stage1 = composed(["+sweep=stage1_only"])
     assert stage1.train.stage1_only and stage1.wd.value == 0.1
+
+
+def test_help_is_bitnets_own():
+    """`--help` (Hydra's help template, conf/hydra/help/bitnet.yaml): what to run, every group with its options
+    and the presets, where results go."""
+    from tests.conftest import run_cli
+
+    text = run_cli("--help").stdout
+    assert text.startswith("bitnet: ") and "bitnet -m +sweep=scaling scale=smoke" in text
+    for group in GROUPS:
+        assert f"{group}: {', '.join(options(group))}" in text
+    assert f"sweep: {', '.join(PRESETS)}" in text
+    assert "metrics.csv" in text and "multirun/PRESET/SCALE/" in text
+    assert "Powered by Hydra" not in text  # not Hydra's generic help

@@ -1,7 +1,8 @@
 """The package as a user installs it (`pip install .`): the wheel is built from a clean copy of the
 repository, installed with --no-deps into a fresh virtualenv that reuses this test environment's
 dependencies, and its commands are run from a folder outside the repository: a tiny training, a smoke preset,
-the analysis, the notebook, `bitnet --help` and tab completion."""
+the analysis, the notebook, `bitnet --help` and tab completion. The wheel is built without build isolation
+(offline), with the setuptools of the dev extra."""
 
 from __future__ import annotations
 
@@ -33,15 +34,15 @@ def installed(tmp_path_factory):
                     "--wheel-dir", str(root / "dist"), str(source)], check=True, cwd=root)
     (wheel,) = (root / "dist").glob("bitnet-*.whl")
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # with its own pip (bundled, offline)
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
     # torch, hydra, ... come from this test environment, after the venv's own packages
     (Path(purelib) / "test_environment.pth").write_text(
         "import site; " + "; ".join(f"site.addsitedir({path!r})" for path in site.getsitepackages()) + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+                   check=True)
     work = root / "work"
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # nothing from the checkout
