@@ -103,8 +103,8 @@ class RunConfig:
     eval: EvalConfig
     train: TrainConfig
     seed: int                    # torch's seed before the model is built, and the batch sampler's
-    device: str                  # auto | cpu | cuda | cuda:N (bitnet.devices spreads sweep jobs over GPUs)
-    precision: str               # PRECISIONS: auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    device: str                  # a device name or auto (bitnet.devices: parse_device, assign_device)
+    precision: str               # one of PRECISIONS; auto = bf16 autocast on CUDA, fp32 on CPU
     compile: bool                # torch.compile the model
     threads: int | None          # CPU threads; None = the cores shared among concurrent jobs
     progress: bool               # progress bar

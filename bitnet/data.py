@@ -221,7 +221,7 @@ def load_corpus(name: str, path: str | None, vocab_size: int, val_fraction: floa
 class DataConfig:
     """The `data` config group (defaults in conf/data/*.yaml)."""
 
-    name: str                  # CORPORA: kjv (built in) | text (data.path)
+    name: str                  # one of CORPORA: the built-in kjv, or text at data.path
     path: str | None           # text: a text file or a folder of TEXT_SUFFIXES files; None for kjv
     vocab_size: int            # byte-level BPE vocabulary asked for (>= 256, the byte alphabet)
     seq_len: int               # tokens per training window, and the model's context

@@ -35,9 +35,9 @@ class ModelConfig:
     n_heads: int           # attention heads; hidden / n_heads must be even (rotary embeddings)
     max_seq_len: int       # longest input (data.seq_len)
     ffn_dim: int | None    # FFN width; None = 8/3 * hidden rounded up to a multiple of 16
-    quant: str             # QUANT_MODES: ternary | weights_only (full-precision activations) | none
-    norm: str              # NORM_PLACEMENTS: faq (norm inside BitLinear) | subln (2B4T pre-norms + sub-norms)
-    ffn: str               # FFN_KINDS: swiglu | relu2 (gated squared ReLU, 2B4T)
+    quant: str             # one of QUANT_MODES: what BitLinear quantizes (bitnet.quant)
+    norm: str              # one of NORM_PLACEMENTS: where the RMSNorms go (module docstring)
+    ffn: str               # one of FFN_KINDS: the gated FFN's activation
     quantize_head: bool    # quantize the LM head too (a suspected collapse cause; off in the recipe)
     rope_theta: float      # rotary base
     norm_eps: float        # RMSNorm epsilon
