@@ -5,8 +5,9 @@ import torch
 
 from bitnet.diagnostics import (CosineAccumulator, WeightTracker, distinct_n, generate, mean_pairwise_cosine,
                                 repeated_ngram_rate, text_diversity, unigram_entropy)
-from bitnet.model import BitNetLM, ModelConfig
+from bitnet.model import BitNetLM
 from bitnet.quant import BitLinear, ternary_codes
+from tests.conftest import model_config
 
 
 def test_identical_hidden_states_have_cosine_one_and_opposite_ones_minus_one():
