@@ -9,6 +9,7 @@ missing rows.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
