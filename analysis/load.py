@@ -6,6 +6,10 @@ overrides and folder, written before anything is launched) and one folder per po
 so a point that never started is listed as `missing` instead of silently vanishing from the tables. A sweep
 made without grid.json is read from the point folders on disk (with a warning: missing points cannot be seen).
 
+Points from outside a sweep load the same way: a run folder (metrics.csv + run.json, e.g. written by
+bitnet.probe or its callbacks; its run.json `labels` play the part of the overrides) and CSV files from other
+training code (analysis/foreign.py). Among those, the label keys whose values differ are the swept keys.
+
     from analysis.load import load_sweeps
     sweep = load_sweeps(["multirun/2026-01-01/12-00-00"])
     sweep.frame    # one row per (point, step): swept keys, config values, status, metrics
@@ -26,7 +30,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bitnet.records import CORE_COLUMNS, FINISHED_STATUSES
+from analysis.foreign import SUFFIXES as FOREIGN_SUFFIXES
+from analysis.foreign import Labelling, read_foreign
+from bitnet.records import CORE_COLUMNS, FINISHED_STATUSES, METRICS_FILE
 from bitnet.sweeper import GRID_MANIFEST
 
 # Point statuses: the run statuses of bitnet/records.py (FINISHED_STATUSES: done), plus two that only the
@@ -155,6 +161,12 @@ def read_metrics(path: Path, warn=None) -> pd.DataFrame:
         if warn:
             warn(f"{path}: rows that do not fit the header were skipped ({str(err).strip()})")
         frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
+    return tidy_metrics(frame)
+
+
+def tidy_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """The standard columns present (NaN when absent) and numeric, one row per step, sorted."""
+    frame = frame.copy()
     for column in CORE_COLUMNS:
         if column not in frame:
             frame[column] = float("nan")
@@ -175,11 +187,19 @@ def _switch_from_csv(metrics: pd.DataFrame, column: str):
 
 def load_point(folder: Path, sweep_dir: Path, warn=None) -> tuple[dict, pd.DataFrame]:
     folder = Path(folder)
-    overrides_path = folder / ".hydra" / "overrides.yaml"
-    overrides = parse_overrides(yaml.safe_load(overrides_path.read_text()) or []) if overrides_path.exists() else {}
     record_path = folder / "run.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else None
+    overrides_path = folder / ".hydra" / "overrides.yaml"
+    if overrides_path.exists():
+        overrides = parse_overrides(yaml.safe_load(overrides_path.read_text()) or [])
+    else:  # a run folder written by bitnet.probe: its labels play the overrides' part
+        overrides = dict((record or {}).get("labels") or {})
     metrics = read_metrics(folder / "metrics.csv", warn)
+    return point_info(folder, sweep_dir, overrides, record, metrics), metrics
+
+
+def point_info(folder: Path, sweep_dir: Path, overrides: dict, record: dict | None, metrics: pd.DataFrame) -> dict:
+    """What the tables need to know about one point, from its overrides (or labels), run.json and metrics."""
     config = _resolved_config(folder, record)
     flat = flatten(config)
     info = {"sweep": str(sweep_dir), "folder": str(folder), "status": record.get("status", NO_RECORD) if record else NO_RECORD,
@@ -201,7 +221,7 @@ def load_point(folder: Path, sweep_dir: Path, warn=None) -> tuple[dict, pd.DataF
                 ln_vocab=record.get("ln_vocab") or (math.log(record["vocab_size"]) if record.get("vocab_size") else None),
                 last_step=record.get("last_step"), total_steps=record.get("total_steps"),
                 error=record.get("error"))
-    return info, metrics
+    return info
 
 
 # ---- a sweep ----------------------------------------------------------------------------------------------
@@ -209,17 +229,52 @@ def find_point_folders(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent.parent for p in Path(sweep_dir).rglob("overrides.yaml") if p.parent.name == ".hydra")
 
 
-def check_sweep_dir(sweep_dir: Path) -> Path:
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise NotASweep(f"{sweep_dir}: no such folder")
-    if not (sweep_dir / "multirun.yaml").exists() and not (sweep_dir / GRID_MANIFEST).exists():
-        if (sweep_dir / ".hydra").is_dir():
-            raise NotASweep(f"{sweep_dir} is a single run's folder, not a sweep: pass the folder holding "
-                            f"multirun.yaml (the hydra.sweep.dir of a `-m` run)")
-        raise NotASweep(f"{sweep_dir} is not a sweep folder: no multirun.yaml in it (pass the hydra.sweep.dir "
-                        f"of a `python -m bitnet.run -m ...` run)")
-    return sweep_dir
+def sort_inputs(paths) -> tuple[list[Path], list[Path], list[Path]]:
+    """(sweep folders, run folders, foreign CSV files or folders of them) among the paths given.
+
+    A sweep folder holds grid.json or multirun.yaml; a run folder holds metrics.csv (one point: a single
+    `python -m bitnet.run`, or a run measured by bitnet.probe and its callbacks); a folder of run folders counts
+    as each of them; any other file, or a folder of .csv/.txt files, is foreign (analysis.foreign)."""
+    sweeps, runs, foreign = [], [], []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise NotASweep(f"{path}: no such file or folder")
+        if path.is_file():
+            foreign.append(path)
+        elif (path / GRID_MANIFEST).exists() or (path / "multirun.yaml").exists():
+            sweeps.append(path)
+        elif (path / METRICS_FILE).exists():
+            runs.append(path)
+        elif inner := sorted(p.parent for p in path.glob(f"*/{METRICS_FILE}")):
+            runs += inner
+        elif any(p.is_file() and p.suffix.lower() in FOREIGN_SUFFIXES for p in path.iterdir()):
+            foreign.append(path)
+        else:
+            raise NotASweep(f"{path} has nothing to analyse: no multirun.yaml (a sweep folder), no metrics.csv (a run "
+                            f"folder) and no {'/'.join(FOREIGN_SUFFIXES)} files in it")
+    return sweeps, runs, foreign
+
+
+def _load_loose(runs: list[Path], foreign: list[Path], labelling: Labelling | None,
+                warnings: list[str]) -> tuple[list[str], list[tuple[dict, pd.DataFrame]]]:
+    """Points from outside a sweep, run folders (labels from run.json) and foreign CSVs (analysis.foreign): the
+    label keys that tell them apart and [(point info, metrics)] ordered by those keys' values. When the labels
+    leave two of them alike other than by seed, each one's folder or file name becomes the key `run`, so that
+    runs nothing tells apart are never averaged as if they were seeds of one cell."""
+    loaded = [load_point(folder, folder.parent, warnings.append) for folder in runs]
+    for run in read_foreign(foreign, labelling) if foreign else []:
+        metrics = tidy_metrics(run.frame)
+        loaded.append((point_info(run.path, run.path.parent, run.labels, run.record, metrics), metrics))
+    keys = varying_keys([info["overrides"] for info, _ in loaded])
+    cells = {tuple(repr(info["overrides"].get(k)) for k in keys if k != "seed") for info, _ in loaded}
+    if "seed" not in keys and len(cells) < len(loaded):
+        for info, _ in loaded:
+            info["overrides"]["run"] = Path(info["folder"]).name
+        keys.append("run")
+    loaded.sort(key=lambda p: ([_sortable(p[0]["overrides"].get(k)) for k in keys], p[0]["folder"]))
+    for info, _ in loaded:
+        info["in_grid"] = True
+    return keys, loaded
 
 
 def _fmt(value) -> str:
@@ -265,16 +320,18 @@ def _load_one(sweep_dir: Path, warnings: list[str]) -> tuple[list[str], list[tup
     return keys, loaded
 
 
-def load_sweeps(sweep_dirs, *, warn=None) -> Sweep:
-    """Load one or more sweep folders. `warn` (e.g. print) hears about oddities such as points on disk that
-    are not in the grid or torn CSV lines; they are also kept in Sweep.warnings."""
+def load_sweeps(sweep_dirs, *, warn=None, labelling: Labelling | None = None) -> Sweep:
+    """Load sweep folders, run folders and foreign CSVs (`sort_inputs`; `labelling`: how foreign CSVs map and
+    are labelled, analysis.foreign). `warn` (e.g. print) hears about oddities such as points on disk that are
+    not in the grid or torn CSV lines; they are also kept in Sweep.warnings."""
     if isinstance(sweep_dirs, (str, Path)):
         sweep_dirs = [sweep_dirs]
     if not sweep_dirs:
         raise NotASweep("no sweep folder given")
+    sweeps, runs, foreign = sort_inputs(sweep_dirs)
     swept, infos, frames, warnings = [], [], [], []
-    for sweep_dir in map(check_sweep_dir, sweep_dirs):
-        keys, loaded = _load_one(sweep_dir, warnings)
+    loose = [_load_loose(runs, foreign, labelling, warnings)] if runs or foreign else []
+    for keys, loaded in loose + [_load_one(sweep_dir, warnings) for sweep_dir in sweeps]:
         swept += [k for k in keys if k not in swept]
         for info, metrics in loaded:
             infos.append(info)

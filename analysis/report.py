@@ -1,7 +1,9 @@
 """The command: `python -m analysis.tables SWEEP_DIR [SWEEP_DIR...]` prints every table as markdown, each under
 the rules behind its classes, and writes each as <name>.md and <name>.csv (plus tables.md, all of them, and the
-PNG plots) into --out (default SWEEP_DIR/analysis). Bad input (not a sweep, a step never evaluated) is a
-one-line error and exit status 2, before anything is written."""
+PNG plots) into --out (default SWEEP_DIR/analysis). Run folders (metrics.csv + run.json without a sweep, e.g.
+written by bitnet.probe) and CSV files from other training code (analysis/foreign.py: --columns, --name-pattern,
+--set, --label) are read as points too. Bad input (nothing to analyse, a step never evaluated, a foreign file
+that cannot be read as asked) is a one-line error and exit status 2, before anything is written."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 from analysis.fmt import step_label, to_markdown
+from analysis.foreign import add_foreign_arguments, labelling_from
 from analysis.load import NotASweep, Sweep, load_sweeps
 from analysis.rules import Rules
 from analysis.tables import EMPTY, TITLES, BadStep, build_tables, phase_note
@@ -75,7 +78,9 @@ def parser() -> argparse.ArgumentParser:
     defaults = Rules()
     p = argparse.ArgumentParser(prog="python -m analysis.tables", description="Tables, verdicts and plots from "
                                 "sweep folders; every verdict is printed under its rule.")
-    p.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="hydra.sweep.dir of a -m run")
+    p.add_argument("sweep_dirs", nargs="+", metavar="PATH", help="a sweep folder (the hydra.sweep.dir of a -m run), "
+                   "a run folder (metrics.csv, e.g. written by bitnet.probe), or CSV files from other training code "
+                   "(or folders of them)")
     p.add_argument("--steps", nargs="+", type=int, help="steps of the results table (default: a handful of evenly "
                    "spaced evaluated steps)")
     p.add_argument("--collapse-steps", nargs=2, type=int, metavar=("EARLY", "LATE"),
@@ -87,8 +92,10 @@ def parser() -> argparse.ArgumentParser:
                        help=f"{text} (default %(default)g)")
     p.add_argument("--pool", action="store_true", help="average points as seeds even when their configs differ "
                    "in more than the seed (listed in the output)")
-    p.add_argument("--out", type=Path, help="output folder (default: SWEEP_DIR/analysis)")
+    p.add_argument("--out", type=Path, help="output folder (default: analysis/ in the first PATH, or beside it "
+                   "when it is a file)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    add_foreign_arguments(p)
     return p
 
 
@@ -105,13 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         rules = _check_rules(args)
-        sweep = load_sweeps(args.sweep_dirs)
+        sweep = load_sweeps(args.sweep_dirs, labelling=labelling_from(args))
         tables, params = build_tables(sweep, args.steps, tuple(args.collapse_steps) if args.collapse_steps else None,
                                       rules, pool=args.pool)
     except (NotASweep, BadStep, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = args.out or Path(args.sweep_dirs[0]) / "analysis"
+    first = Path(args.sweep_dirs[0])
+    out = args.out or (first.parent if first.is_file() else first) / "analysis"
     written = write_outputs(sweep, tables, params, out, plots=not args.no_plots)
     try:  # files first: `... | head` closes the pipe early, and what was asked for is already written
         print(render(sweep, tables, params))

@@ -17,11 +17,14 @@ import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from bitnet.records import atomic_file
-from bitnet.keys import Keys
+
+if TYPE_CHECKING:  # only read from a composed config; bitnet.probe's users need no omegaconf
+    from bitnet.keys import Keys
 
 CORPORA = ("kjv", "text")
 CACHE_FORMAT = 1

@@ -15,13 +15,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from bitnet.keys import Keys
 from bitnet.quant import BitLinear, ternary_codes
 from bitnet.records import atomic_file
+
+if TYPE_CHECKING:  # only read from a composed config; bitnet.probe's users need no omegaconf
+    from bitnet.keys import Keys
 
 LAYER_COLUMNS = ["step", "layer", "zero_frac", "flip_rate", "latent_rms"]
 GENERATION_COLUMNS = ["greedy_distinct1", "greedy_distinct2", "greedy_repeat3",

@@ -39,6 +39,10 @@ class ModelConfig:
     norm: str              # one of NORM_PLACEMENTS: where the RMSNorms go (module docstring)
     ffn: str               # one of FFN_KINDS: the gated FFN's activation
     quantize_head: bool    # quantize the LM head too (a suspected collapse cause; off in the recipe)
+    # Collapse suspects (docs/suspects.md); true is the recipe.
+    bitlinear_norm: bool   # false: BitLinear quantizes its raw input (LLaMA block pre-norms are used instead)
+    clamp_act_scale: bool  # false: absmax activation scale without the clamp away from zero
+    latent_weights: bool   # false: weights are overwritten by their ternary value after each update
     rope_theta: float      # rotary base
     norm_eps: float        # RMSNorm epsilon
     init_std: float        # std of the normal initialisation
@@ -49,7 +53,8 @@ class ModelConfig:
                    layers=keys.positive("layers"), n_heads=keys.positive("n_heads"), max_seq_len=max_seq_len,
                    ffn_dim=keys.positive("ffn_dim", "the FFN width", optional=True),
                    quant=keys.get("quant"), norm=keys.get("norm"), ffn=keys.get("ffn"),  # checked below
-                   quantize_head=keys.boolean("quantize_head"),
+                   quantize_head=keys.boolean("quantize_head"), bitlinear_norm=keys.boolean("bitlinear_norm"),
+                   clamp_act_scale=keys.boolean("clamp_act_scale"), latent_weights=keys.boolean("latent_weights"),
                    rope_theta=keys.number("rope_theta", 0, None, "a positive number", low_open=True),
                    norm_eps=keys.number("norm_eps", 0, None, "a positive number", low_open=True),
                    init_std=keys.number("init_std", 0, None, "a positive number", low_open=True))
@@ -104,7 +109,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 def bitlinear(cfg: ModelConfig, n_in: int, n_out: int) -> BitLinear:
     """A projection of a block: in the FAQ layout it normalizes its own input; in 2B4T the sub-norms do."""
-    return BitLinear(n_in, n_out, cfg.quant, input_norm=cfg.norm == "faq", norm_eps=cfg.norm_eps)
+    return BitLinear(n_in, n_out, cfg.quant, input_norm=cfg.norm == "faq" and cfg.bitlinear_norm,
+                     norm_eps=cfg.norm_eps, clamp_act_scale=cfg.clamp_act_scale)
 
 
 class Attention(nn.Module):
@@ -159,9 +165,10 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        subln = cfg.norm == "subln"
-        self.attn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if subln else nn.Identity()
-        self.ffn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if subln else nn.Identity()
+        # Block pre-norms: 2B4T has them; so does a LLaMA whose linears became norm-free BitLinears.
+        prenorm = cfg.norm == "subln" or not cfg.bitlinear_norm
+        self.attn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if prenorm else nn.Identity()
+        self.ffn_norm = RMSNorm(cfg.hidden, cfg.norm_eps) if prenorm else nn.Identity()
         self.attn = Attention(cfg)
         self.ffn = FeedForward(cfg)
 
@@ -178,7 +185,8 @@ class BitNetLM(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
         if cfg.quantize_head:
-            self.head = BitLinear(cfg.hidden, cfg.vocab_size, cfg.quant, input_norm=False)
+            self.head = BitLinear(cfg.hidden, cfg.vocab_size, cfg.quant, input_norm=False,
+                                  clamp_act_scale=cfg.clamp_act_scale)
         else:
             self.head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
         cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)

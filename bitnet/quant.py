@@ -56,24 +56,38 @@ class _WeightSTE(torch.autograd.Function):
 
 class _ActivationSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, eps):
         # quantize_activation's formula, op for op, in place on the one fresh tensor `x * scale`
         # (bit-identical; on CPU the reference's four full-size temporaries cost more than the matmul at
-        # small widths).
-        scale = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp_(min=SCALE_EPS)
+        # small widths). eps=0 is the unclamped suspect: an all-zero token gives 0 * inf = NaN.
+        scale = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp_(min=eps)
         return (x * scale).round_().clamp_(-128, 127).div_(scale)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad
+        return grad, None
 
 
 def ste_weight(w: torch.Tensor) -> torch.Tensor:
     return _WeightSTE.apply(w)
 
 
-def ste_activation(x: torch.Tensor) -> torch.Tensor:
-    return _ActivationSTE.apply(x)
+def ste_activation(x: torch.Tensor, clamp_scale: bool = True) -> torch.Tensor:
+    """clamp_scale=False: the absmax scale is not kept away from zero (a collapse suspect)."""
+    return _ActivationSTE.apply(x, SCALE_EPS if clamp_scale else 0.0)
+
+
+@torch.no_grad()
+def drop_latent_weights(layers) -> None:
+    """Overwrite each weight-quantizing BitLinear's latent weight with a ternary tensor: its codes times the one
+    magnitude that keeps mean|W|, so the forward pass (quantize_weight) is unchanged and snapping again changes
+    nothing. This is what training with no full-precision latent copy amounts to: an update smaller than half
+    a rounding step is erased at the next call instead of accumulating."""
+    for layer in layers:
+        if layer.quantizes_weights:
+            w = layer.weight
+            codes = ternary_codes(w)
+            w.copy_(codes * (w.abs().mean() / codes.abs().mean().clamp(min=SCALE_EPS)))
 
 
 class RMSNorm(nn.Module):
@@ -97,11 +111,12 @@ class BitLinear(nn.Linear):
     """
 
     def __init__(self, in_features: int, out_features: int, quant: str = "ternary",
-                 input_norm: bool = True, norm_eps: float = 1e-6):
+                 input_norm: bool = True, norm_eps: float = 1e-6, clamp_act_scale: bool = True):
         super().__init__(in_features, out_features, bias=False)
         if quant not in QUANT_MODES:
             raise ValueError(f"quant={quant!r}: expected one of {', '.join(QUANT_MODES)}")
         self.quant = quant
+        self.clamp_act_scale = clamp_act_scale
         self.norm = RMSNorm(in_features, norm_eps) if input_norm else None
 
     @property
@@ -112,7 +127,7 @@ class BitLinear(nn.Linear):
         if self.norm is not None:
             x = self.norm(x)
         if self.quant == "ternary":
-            x = ste_activation(x)
+            x = ste_activation(x, self.clamp_act_scale)
         w = ste_weight(self.weight) if self.quantizes_weights else self.weight
         return F.linear(x, w)
 

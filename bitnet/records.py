@@ -220,3 +220,10 @@ def read_record(out_dir: Path) -> dict | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+def switch_steps(config: dict) -> dict:
+    """{"lr": step, "wd": step} for the schedules whose switch step a (nested) config states, e.g. for a run
+    measured outside bitnet; a kind that is not stated is left out (not known, so not claimed to be absent)."""
+    return {kind: config[kind]["switch_step"] for kind in ("lr", "wd")
+            if isinstance(config.get(kind), dict) and config[kind].get("switch_step") is not None}

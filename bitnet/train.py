@@ -16,6 +16,7 @@ import os
 import platform
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,12 +25,12 @@ from omegaconf import DictConfig
 
 from bitnet import __version__
 from bitnet.config import EXECUTION_KEYS, RunConfig
-from bitnet.data import BatchSampler, EvalSet, make_eval_set
+from bitnet.data import BatchSampler, make_eval_set
 from bitnet.devices import assign_device, cpu_threads
-from bitnet.diagnostics import (DIAGNOSTIC_COLUMNS, LAYER_COLUMNS, CosineAccumulator, WeightTracker,
-                                generation_prompts, generation_report, unigram_entropy)
-from bitnet.metrics import prediction_diversity
-from bitnet.records import (COMPLETED, CORE_COLUMNS, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
+from bitnet.diagnostics import LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report, unigram_entropy
+from bitnet.probe import METRIC_COLUMNS, evaluate
+from bitnet.quant import drop_latent_weights
+from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
                             METRICS_FILE, RUNNING, MetricsCSV, atomic_file, deferred_signals, finished_step,
                             point_lock, read_record, remove_stale_temporaries, write_record)
 
@@ -37,7 +38,6 @@ log = logging.getLogger("bitnet")
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LAYERS_FILE = "layers.csv"
-METRIC_COLUMNS = [*CORE_COLUMNS, *DIAGNOSTIC_COLUMNS]
 
 
 class Diverged(RuntimeError):
@@ -91,30 +91,6 @@ def autocast_for(device: torch.device, precision: str):
     return contextlib.nullcontext
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, eval_set: EvalSet, device: torch.device, autocast, batch_size: int) -> dict:
-    """eval_loss, the diversity metric, hidden_cosine and softmax_entropy (mean entropy in nats of the predicted
-    distribution, ln(V) when it is uniform) over the fixed held-out positions."""
-    model.eval()
-    mask = eval_set.mask
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    entropy_sum = torch.zeros((), device=device, dtype=torch.float64)
-    predictions, cosine = [], CosineAccumulator()
-    for start in range(0, len(eval_set.inputs), batch_size):
-        rows = slice(start, start + batch_size)
-        keep = mask[rows].to(device)
-        with autocast():
-            logits, hidden = model(eval_set.inputs[rows].to(device), return_hidden=True)
-        logits, targets = logits.float()[keep], eval_set.targets[rows].to(device)[keep]
-        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
-        log_probs = logits.log_softmax(-1)
-        entropy_sum -= (log_probs.exp() * log_probs).sum()
-        predictions.append(logits.argmax(-1))
-        cosine.add(hidden[keep])
-    model.train()
-    metrics = prediction_diversity(torch.cat(predictions), eval_set.targets[mask])
-    return {"eval_loss": float(loss_sum) / eval_set.positions, **metrics, "hidden_cosine": cosine.value(),
-            "softmax_entropy": float(entropy_sum) / eval_set.positions}
 
 
 class Run:
@@ -245,13 +221,13 @@ class Run:
         applied = max(self.step - 1, 0)  # the update that produced this row (step 0: the first one to come)
         loss = self.loss_sum / self.loss_count if self.loss_count else None
         self.loss_sum, self.loss_count = 0.0, 0
-        metrics = evaluate(self.model, self.eval_set, self.device, self.autocast, self.config.eval.batch_size)
+        metrics = evaluate(self.model, self.eval_set, forward=partial(self.model, return_hidden=True),
+                           device=self.device, autocast=self.autocast, batch_size=self.config.eval.batch_size,
+                           unigram_entropy=self.unigram_entropy)
         row = {"step": self.step, "loss": loss, **metrics, "lr": self.lr(applied), "wd": self.wd(applied),
                "lr_stage": self.lr.stage(applied), "wd_stage": self.wd.stage(applied),
                "tokens_seen": self.step * self.sampler.batch_size * self.sampler.seq_len,
-               "elapsed_s": round(self.elapsed, 3),
-               "loss_gap": metrics["eval_loss"] - self.unigram_entropy,
-               "effective_tokens": math.exp(metrics["pred_entropy"]), "grad_norm": self.grad_norm}
+               "elapsed_s": round(self.elapsed, 3), "grad_norm": self.grad_norm}
         together, per_layer = self.weights.measure()
         row.update(together)
         self.layers_csv.write_many({"step": self.step, **layer} for layer in per_layer)
@@ -284,6 +260,8 @@ class Run:
         if reported:
             self.grad_norm = float(norm)
         self.optimizer.step()
+        if not self.model.cfg.latent_weights:
+            drop_latent_weights(self.model.bitlinear_layers().values())
         return loss.detach()
 
     def run(self) -> dict:

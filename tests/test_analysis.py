@@ -196,16 +196,22 @@ def test_partial_sweep_reports_missing_and_failed(tiny_sweep, tmp_path):
     assert list(results.status) == ["failed", "missing"]  # the missing point keeps its row
 
 
-def test_not_a_sweep_is_a_clear_error(tiny_sweep, tmp_path):
+def test_nothing_to_analyse_is_a_clear_error(tiny_sweep, tmp_path):
     result = tables_cli(tmp_path, check=False)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.strip() == f"error: {tmp_path} is not a sweep folder: no multirun.yaml in it (pass the " \
-                                    f"hydra.sweep.dir of a `python -m bitnet.run -m ...` run)"
-    result = tables_cli(point_dir(tiny_sweep, 32), check=False)
-    assert result.returncode == 2 and "single run's folder, not a sweep" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    with pytest.raises(NotASweep, match="no such folder"):
+    assert result.stderr.strip() == f"error: {tmp_path} has nothing to analyse: no multirun.yaml (a sweep folder), " \
+                                    f"no metrics.csv (a run folder) and no .csv/.txt files in it"
+    with pytest.raises(NotASweep, match="no such file or folder"):
         load_sweeps(tmp_path / "nope")
+
+
+def test_a_single_runs_folder_is_one_point(tiny_sweep):
+    """A grid point's folder on its own (or a single `python -m bitnet.run`) reads as one point, its overrides
+    from .hydra/overrides.yaml."""
+    sweep = load_sweeps([point_dir(tiny_sweep, 32)])
+    assert list(sweep.points.status) == ["completed"] and sweep.points.hidden.tolist() == [32]
+    csv = pd.read_csv(point_dir(tiny_sweep, 32) / "metrics.csv")
+    assert list(sweep.frame.unique_tokens) == list(csv.unique_tokens)
 
 
 # ---- the seeds' own numbers ----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from bitnet.run import SWEEPS_DIR, register_presets
 from tests.conftest import CONF_DIR, REPO_ROOT
 
-GROUPS = ["model", "optim", "lr", "wd", "data", "eval", "intervention", "scale"]
+GROUPS = ["model", "optim", "lr", "wd", "data", "eval", "intervention", "suspect", "scale"]
 PRESETS = sorted(p.stem for p in (REPO_ROOT / "sweeps").glob("*.yaml"))
 EXTRA = {"data=text": ["data.path=/tmp/some.txt"]}
 
@@ -46,15 +46,16 @@ def test_hidden_is_a_top_level_sweepable_key():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("scale", ["paper", "smoke"])
-def test_every_preset_composes_with_both_scales(preset, scale):
+@pytest.mark.parametrize("scale", ["paper", "smoke", "study"])
+def test_every_preset_composes_with_every_scale(preset, scale):
     cfg = composed([f"+sweep={preset}", f"scale={scale}"], hydra_node=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
     assert params, f"{preset} sweeps nothing"
     assert cfg.hydra.sweep.dir == f"multirun/{preset}/{scale}"
     steps = cfg.train.steps
     assert steps == {"paper": 20_000 if preset == "stage1_only" else 10_000,
-                     "smoke": 80 if preset == "stage1_only" else 40}[scale]
+                     "smoke": 80 if preset == "stage1_only" else 40,
+                     "study": 800 if preset == "stage1_only" else 400}[scale]
 
 
 def test_presets_compose_without_a_link_from_conf_to_sweeps():
@@ -92,3 +93,21 @@ def test_help_is_bitnets_own():
     assert f"sweep: {', '.join(PRESETS)}" in text
     assert "metrics.csv" in text and "multirun/PRESET/SCALE/" in text
     assert "Powered by Hydra" not in text  # not Hydra's generic help
+
+
+def test_forensics_runs_every_suspect_against_the_recipe_under_the_seeds_schedule():
+    cfg = composed(["+sweep=forensics", "scale=study"], hydra_node=True)
+    arms = cfg.hydra.sweeper.params["suspect"].split(",")
+    assert arms[0] == "faithful" and sorted(arms[1:]) == sorted(o for o in options("suspect") if o != "faithful")
+    assert cfg.hydra.sweeper.params.seed == "0,1,2"
+    assert (cfg.lr.name, cfg.lr.peak, cfg.lr.stage2_peak, cfg.wd.name, cfg.wd.value, cfg.wd.stage2_value) == \
+        ("two_stage", 1.5e-3, 1e-3, "two_stage", 0.1, 0.0)
+    assert (cfg.hidden, cfg.model.layers, cfg.train.steps) == (64, 2, 400)  # the default model's size
+    # in the order the sweeper passes them: the grid point's overrides first, then the command line's
+    arm = {name: composed([f"suspect={name}", "seed=1", "+sweep=forensics", "scale=study"]) for name in arms}
+    assert arm["faithful"].optim == composed(["+sweep=forensics", "scale=study"]).optim
+    assert arm["coupled_l2"].optim.name == "adam_l2" and arm["decay_all"].optim.decay == "all"
+    assert arm["large_vocab"].data.vocab_size == 16384 and arm["faithful"].data.vocab_size == 4096
+    assert not arm["no_bitlinear_norm"].model.bitlinear_norm and not arm["no_latent_weights"].model.latent_weights
+    assert not arm["unclamped_act_scale"].model.clamp_act_scale and arm["quantized_head"].model.quantize_head
+    assert composed(["suspect=large_vocab", "+sweep=forensics", "scale=smoke"]).data.vocab_size == 2048

@@ -97,6 +97,11 @@ BAD = [
     (["train.stage1_only=true"], ["train.stage1_only=true:", "needs lr=two_stage or wd=two_stage"]),
     (["optim.betas=[0.9,1.5]"], ["optim.betas=[0.9, 1.5]:", "two numbers in [0, 1)"]),
     (["optim.eps=0"], ["optim.eps=0:", "positive number"]),
+    (["optim.name=sgd"], ["optim.name=sgd:", "expected one of adamw, adam_l2"]),
+    (["optim.decay=norms"], ["optim.decay=norms:", "expected one of matrices, all, bitlinear"]),
+    (["model.bitlinear_norm=maybe"], ["model.bitlinear_norm=maybe:", "true or false"]),
+    (["model.clamp_act_scale=1"], ["model.clamp_act_scale=1:", "true or false"]),
+    (["model.latent_weights=no_thanks"], ["model.latent_weights=no_thanks:", "true or false"]),
     (["threads=0"], ["threads=0:", "positive integer", "or null"]),
     (["progress=maybe"], ["progress=maybe:", "true or false"]),
     (["seed=-1"], ["seed=-1:", "integer >= 0"]),
@@ -254,6 +259,8 @@ def test_good_configs_pass():
     validate(composed("lr=two_stage", "train.stage1_only=true", "train.steps=40", "lr.warmup=5"))
     validate(composed("train.checkpoint_every=0", "train.grad_clip=1.0", "train.label_smoothing=0.1"))
     validate(composed("model=bitnet_2b4t", "model.quant=none", "wd=cosine", "lr=cosine"))
+    validate(composed("optim=adam_l2", "optim.decay=all", "model.bitlinear_norm=false", "model.latent_weights=false",
+                      "model.clamp_act_scale=false", "model.quantize_head=true"))
 
 
 def test_the_sweeper_skips_the_device_check_for_slurm_only():
