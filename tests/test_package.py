@@ -62,8 +62,10 @@ def run(installed, *command: str, check: bool = True, **kwargs) -> subprocess.Co
 
 def test_the_installed_package_is_the_one_imported(installed):
     bin_dir, work, _ = installed
-    where = run(installed, "python", "-c", "import bitnet.run, analysis; print(bitnet.run.CONF_DIR); "
-                                           "print(bitnet.run.SWEEPS_DIR); print(analysis.__file__)").stdout.split()
+    where = run(installed, "python", "-c", "import bitnet.run, analysis, bitnet.integrations; "
+                                           "print(bitnet.run.CONF_DIR); print(bitnet.run.SWEEPS_DIR); "
+                                           "print(analysis.__file__); print(bitnet.integrations.__file__)"
+                ).stdout.split()
     assert all(Path(path).is_relative_to(bin_dir.parent) for path in where), where
     assert [Path(path).parts[-2:] for path in where[:2]] == [("bitnet", "conf"), ("bitnet", "sweeps")]
 
@@ -97,7 +99,8 @@ def test_smoke_preset_then_analysis_and_notebook(installed):
 def test_help_and_tab_completion(installed):
     help_text = run(installed, "bitnet", "--help").stdout
     assert help_text.startswith("bitnet: ")
-    assert "sweep: controls, interventions, lr_wd_factorial, scaling, stage1_only, wd_stage2" in help_text
+    presets = sorted(path.stem for path in (REPO_ROOT / "sweeps").glob("*.yaml"))
+    assert f"sweep: {', '.join(presets)}" in help_text and "forensics" in presets
     assert "model: bitnet, bitnet_2b4t" in help_text and "metrics.csv" in help_text
     script = run(installed, "bitnet", "-sc", "install=bash").stdout
     assert "complete" in script and "bitnet" in script
