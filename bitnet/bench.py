@@ -5,8 +5,8 @@
     python -m bitnet.bench --device cuda --compile --hidden 512 1024 --layers 8 --batch 32 --seq 512
 
 A step is exactly the training loop's step (`Run.train_step`: schedule, autocast forward, fp32 cross-entropy,
-backward, AdamW step) on a model and optimizer built by `build_model`/`build_optimizer` from the composed
-Hydra config, on random tokens. The two models are timed step by step in alternating order (ABBA), so that
+backward, AdamW step) on a model and optimizer built by `Run.build_training` from the run config that Hydra
+composes, on random tokens. The two models are timed step by step in alternating order (ABBA), so that
 a noisy or shared machine slows both alike; each figure is the median over the timed steps.
 
 On CUDA the table adds MFU: (6 * non-embedding parameters, LM head included, + 12 * layers * hidden * seq)
@@ -55,29 +55,35 @@ def detect_peak_tflops(device: torch.device) -> float | None:
 
 
 def compose_config(args, hidden: int, mode: str):
-    """The training config of one benchmark point, composed by Hydra from conf/ like a real run."""
+    """The `RunConfig` of one benchmark point, composed by Hydra from conf/ and checked like a real run's. Its
+    evaluation interval is the whole run, so no timed step computes an evaluation row's extra grad norm."""
     from hydra import compose, initialize_config_dir
 
+    from bitnet.config import RunConfig
     from bitnet.run import CONF_DIR
 
+    steps = args.warmup + args.steps + 1  # the last evaluation row (at train.steps) is never reached
     overrides = [f"hidden={hidden}", f"model.layers={args.layers}", f"model.quant={mode}",
-                 f"data.seq_len={args.seq}", f"data.vocab_size={args.vocab}", f"train.batch_size={args.batch}",
-                 f"train.steps={args.warmup + args.steps}", f"device={args.device}", f"precision={args.dtype}",
-                 f"compile={str(bool(args.compile)).lower()}", f"seed={args.seed}", "progress=false"]
+                 f"data.seq_len={args.seq}", f"train.batch_size={args.batch}",
+                 f"train.steps={steps}", f"eval.every={steps}", "lr.warmup=0",  # the LR warmup: within the run
+                 f"device={args.device}",
+                 f"precision={args.dtype}", f"compile={str(bool(args.compile)).lower()}", f"seed={args.seed}",
+                 "progress=false"]
     if args.heads:
         overrides.append(f"model.n_heads={args.heads}")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides + list(args.override))
+        return RunConfig.from_config(compose(config_name="config", overrides=overrides + list(args.override)))
 
 
-def make_run(cfg, device: torch.device, vocab: int):
-    """A `Run` holding just what `train_step` uses (`Run.build_training`), fed random tokens; no corpus and no
-    evaluation rows, so the ordinary step is timed, not the evaluation rows' extra grad-norm sync."""
+def make_run(config, device: torch.device, vocab: int):
+    """A `Run` of `config` whose training state (`Run.build_training`: model, optimizer, schedules, sampler)
+    is built for `vocab` tokens and fed random ones; no corpus and no evaluation rows: the ordinary step is
+    timed."""
     from bitnet.train import Run
 
-    run = Run(cfg, out_dir=".")
-    tokens = torch.randint(0, vocab, (max(1 << 16, 4 * cfg.train.batch_size * (cfg.data.seq_len + 1)),),
-                           generator=torch.Generator().manual_seed(int(cfg.seed)))
+    run = Run(config, out_dir=".")
+    tokens = torch.randint(0, vocab, (max(1 << 16, 4 * config.train.batch_size * (config.data.seq_len + 1)),),
+                           generator=torch.Generator().manual_seed(config.seed))
     run.build_training(device, vocab, tokens)
     return run
 
@@ -91,7 +97,7 @@ def timed_step(run) -> tuple[float, float]:
     sync()
     elapsed = (time.perf_counter() - start, time.process_time() - start_cpu)
     if not torch.isfinite(loss):
-        raise RuntimeError(f"non-finite loss at benchmark step {run.step} (quant={run.cfg.model.quant})")
+        raise RuntimeError(f"non-finite loss at benchmark step {run.step} (quant={run.config.model.quant})")
     run.step += 1
     return elapsed
 

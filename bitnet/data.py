@@ -17,10 +17,14 @@ import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from bitnet.records import atomic_file
+
+if TYPE_CHECKING:  # only read from a composed config; bitnet.probe's users need no omegaconf
+    from bitnet.keys import Keys
 
 CORPORA = ("kjv", "text")
 CACHE_FORMAT = 1
@@ -214,6 +218,36 @@ def load_corpus(name: str, path: str | None, vocab_size: int, val_fraction: floa
                          f"({vocab_size - actual} fewer than asked: BPE ran out of pairs to merge); allowed "
                          f"256..{actual} for {key}")
     return Corpus(tokenizer, train_ids, val_ids, fingerprint, folder)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The `data` config group (defaults in conf/data/*.yaml)."""
+
+    name: str                  # one of CORPORA: the built-in kjv, or text at data.path
+    path: str | None           # text: a text file or a folder of TEXT_SUFFIXES files; None for kjv
+    vocab_size: int            # byte-level BPE vocabulary asked for (>= 256, the byte alphabet)
+    seq_len: int               # tokens per training window, and the model's context
+    val_fraction: float        # held-out share of the corpus, in (0, 0.5]
+    cache_dir: str | None      # tokenizer cache; None = $BITNET_CACHE or ~/.cache/bitnet
+
+    @classmethod
+    def from_keys(cls, keys: Keys) -> DataConfig:
+        name = keys.choice("name", CORPORA, group="data")
+        vocab_size = keys.integer("vocab_size", 256, "an integer >= 256 (byte-level BPE starts from the 256 bytes)")
+        seq_len = keys.positive("seq_len", "tokens per training window")
+        val_fraction = keys.number("val_fraction", 0, 0.5, "a number in (0, 0.5] (the held-out share of the corpus)",
+                                   low_open=True)
+        path = keys.get("path")
+        if name == "text" and (path is None or str(path).strip() == ""):
+            raise keys.error("path", path, f"data=text needs data.path=<a text file or a folder of "
+                                           f"{'/'.join(TEXT_SUFFIXES)} files>")
+        return cls(name=name, path=None if path is None else str(path), vocab_size=vocab_size, seq_len=seq_len,
+                   val_fraction=val_fraction, cache_dir=keys.text("cache_dir", optional=True))
+
+    def load(self, log=print) -> Corpus:
+        return load_corpus(self.name, self.path, self.vocab_size, self.val_fraction, cache_dir=self.cache_dir,
+                           log=log)
 
 
 class BatchSampler:

@@ -32,6 +32,8 @@ import os
 
 import torch
 
+from bitnet.keys import show
+
 JOBLIB_TARGET = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 # Accelerators besides CUDA that a run may name explicitly, each with its availability test. Anything else
 # torch.device() parses (meta, xla, hpu, ...) has no tensors to train on or needs a backend this tool lacks.
@@ -65,20 +67,28 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def parse_device(name) -> torch.device | None:
+    """The `device` setting as a torch device, None for `auto`; ValueError when it names no device type."""
+    if isinstance(name, str) and name.strip():
+        if name.strip() == "auto":
+            return None
+        try:
+            return torch.device(name.strip())
+        except RuntimeError:
+            pass
+    raise ValueError(f"device={show(name)}: expected auto, cpu, cuda or cuda:N")
+
+
 def assign_device(name: str, job_num: int | None = None, n_gpus: int | None = None) -> torch.device:
     """The device of job `job_num` (default: this Hydra job's number) given `n_gpus` visible GPUs (default:
     counted). See the module docstring for the rule."""
-    name = str(name).strip()
+    device, name = parse_device(name), str(name).strip()
     job_num = current_job_num() if job_num is None else int(job_num)
     n_gpus = visible_gpus() if n_gpus is None else int(n_gpus)
     if job_num < 0:
         raise ValueError(f"job number {job_num} must be >= 0")
-    if name == "auto":
+    if device is None:
         return torch.device("cuda", job_num % n_gpus) if n_gpus else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"device={name}: expected auto, cpu, cuda or cuda:N") from err
     if device.type == "cpu":
         return torch.device("cpu")
     if device.type in OTHER_ACCELERATORS:

@@ -1,5 +1,5 @@
 """Collapse diagnostics: the signals that separate a normal unigram phase from a ternary pathology
-(../shared/reference/bitnet-recipe.md section 3).
+(docs/recipe.md, "What collapse to a few tokens usually is").
 
 - unigram_entropy: loss of the best context-free predictor on the training split; eval loss near it means
   the model predicts token frequencies and nothing more (the unigram phase).
@@ -13,13 +13,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from bitnet.quant import BitLinear, ternary_codes
 from bitnet.records import atomic_file
+
+if TYPE_CHECKING:  # only read from a composed config; bitnet.probe's users need no omegaconf
+    from bitnet.keys import Keys
 
 LAYER_COLUMNS = ["step", "layer", "zero_frac", "flip_rate", "latent_rms"]
 GENERATION_COLUMNS = ["greedy_distinct1", "greedy_distinct2", "greedy_repeat3",
@@ -160,10 +165,30 @@ def generate(model, prompts: torch.Tensor, new_tokens: int, temperature: float |
     return tokens[:, prompts.shape[1]:].cpu()
 
 
-def generation_report(model, tokenizer, prompts: torch.Tensor, cfg, step: int, out_dir: Path, autocast) -> dict:
+@dataclass(frozen=True)
+class GenerateConfig:
+    """`eval.generate` (defaults in conf/eval/default.yaml): continuations of fixed held-out prompts."""
+
+    every: int            # at every Nth evaluation row; 0 = off
+    prompts: int          # prompts, evenly spaced through the held-out split
+    prompt_tokens: int    # tokens per prompt (at most data.seq_len)
+    new_tokens: int       # tokens generated per continuation
+    temperature: float    # of the sampled continuation (the other one is greedy)
+    seed: int             # the sampling generator's seed (plus the step)
+
+    @classmethod
+    def from_keys(cls, keys: Keys) -> GenerateConfig:
+        return cls(every=keys.integer("every", 0, "an integer >= 0 (every Nth evaluation row; 0 = off)"),
+                   prompts=keys.positive("prompts"), new_tokens=keys.positive("new_tokens"),
+                   temperature=keys.number("temperature", 0, None, "a positive number", low_open=True),
+                   seed=keys.seed("seed"), prompt_tokens=keys.positive("prompt_tokens"))
+
+
+def generation_report(model, tokenizer, prompts: torch.Tensor, cfg: GenerateConfig, step: int, out_dir: Path,
+                      autocast) -> dict:
     """Greedy and sampled continuations written to generations/step_XXXXXXX.txt; returns their diversity."""
-    greedy = generate(model, prompts, int(cfg.new_tokens), None, 0, autocast)
-    sampled = generate(model, prompts, int(cfg.new_tokens), float(cfg.temperature), int(cfg.seed) + step, autocast)
+    greedy = generate(model, prompts, cfg.new_tokens, None, 0, autocast)
+    sampled = generate(model, prompts, cfg.new_tokens, cfg.temperature, cfg.seed + step, autocast)
     folder = Path(out_dir) / "generations"
     folder.mkdir(exist_ok=True)
     lines = [f"# step {step}: greedy and sampled (temperature {cfg.temperature}) continuations"]

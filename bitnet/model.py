@@ -11,38 +11,70 @@ Norm placement follows one of the two published layouts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bitnet.quant import BitLinear, RMSNorm
+from bitnet.keys import ConfigError, Keys, check_choice
+from bitnet.quant import QUANT_MODES, BitLinear, RMSNorm
 
 NORM_PLACEMENTS = ("faq", "subln")
 FFN_KINDS = ("swiglu", "relu2")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int
-    hidden: int
-    layers: int
-    n_heads: int
-    max_seq_len: int
-    ffn_dim: int | None = None
-    quant: str = "ternary"
-    norm: str = "faq"
-    ffn: str = "swiglu"
-    quantize_head: bool = False
-    # Collapse suspects (docs/suspects.md); the recipe is the default.
-    bitlinear_norm: bool = True      # False: BitLinear quantizes its raw input (block pre-norms are kept)
-    clamp_act_scale: bool = True     # False: absmax activation scale without the clamp away from zero
-    latent_weights: bool = True      # False: weights are overwritten by their ternary value after each update
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-6
-    init_std: float = 0.02
+    """The `model` config group (defaults in conf/model/*.yaml), plus the two sizes the data decides."""
+
+    vocab_size: int        # tokens in the tokenizer (the corpus decides; data.vocab_size asks for it)
+    hidden: int            # model width (`hidden` at the top level, so that `-m hidden=...` sweeps it)
+    layers: int            # decoder blocks
+    n_heads: int           # attention heads; hidden / n_heads must be even (rotary embeddings)
+    max_seq_len: int       # longest input (data.seq_len)
+    ffn_dim: int | None    # FFN width; None = 8/3 * hidden rounded up to a multiple of 16
+    quant: str             # one of QUANT_MODES: what BitLinear quantizes (bitnet.quant)
+    norm: str              # one of NORM_PLACEMENTS: where the RMSNorms go (module docstring)
+    ffn: str               # one of FFN_KINDS: the gated FFN's activation
+    quantize_head: bool    # quantize the LM head too (a suspected collapse cause; off in the recipe)
+    # Collapse suspects (docs/suspects.md); true is the recipe.
+    bitlinear_norm: bool   # false: BitLinear quantizes its raw input (LLaMA block pre-norms are used instead)
+    clamp_act_scale: bool  # false: absmax activation scale without the clamp away from zero
+    latent_weights: bool   # false: weights are overwritten by their ternary value after each update
+    rope_theta: float      # rotary base
+    norm_eps: float        # RMSNorm epsilon
+    init_std: float        # std of the normal initialisation
+
+    @classmethod
+    def from_keys(cls, keys: Keys, vocab_size: int, max_seq_len: int) -> ModelConfig:
+        return cls(vocab_size=vocab_size, hidden=keys.positive("hidden", "the model width"),
+                   layers=keys.positive("layers"), n_heads=keys.positive("n_heads"), max_seq_len=max_seq_len,
+                   ffn_dim=keys.positive("ffn_dim", "the FFN width", optional=True),
+                   quant=keys.get("quant"), norm=keys.get("norm"), ffn=keys.get("ffn"),  # checked below
+                   quantize_head=keys.boolean("quantize_head"), bitlinear_norm=keys.boolean("bitlinear_norm"),
+                   clamp_act_scale=keys.boolean("clamp_act_scale"), latent_weights=keys.boolean("latent_weights"),
+                   rope_theta=keys.number("rope_theta", 0, None, "a positive number", low_open=True),
+                   norm_eps=keys.number("norm_eps", 0, None, "a positive number", low_open=True),
+                   init_std=keys.number("init_std", 0, None, "a positive number", low_open=True))
+
+    def __post_init__(self):
+        """The invariants, also for a ModelConfig made in Python: known choices, heads of even size."""
+        check_choice("model.quant", self.quant, QUANT_MODES)
+        check_choice("model.norm", self.norm, NORM_PLACEMENTS, group="model")
+        check_choice("model.ffn", self.ffn, FFN_KINDS, group="model")
+        hidden, heads = self.hidden, self.n_heads
+        if hidden % heads or (hidden // heads) % 2:
+            fits = [str(n) for n in head_counts(hidden)]
+            why = (f"hidden={hidden} is not divisible by it" if hidden % heads
+                   else f"the head size hidden/n_heads={hidden // heads} is odd (rotary embeddings need it even)")
+            raise ConfigError(f"model.n_heads={heads}: {why}; allowed for hidden={hidden}: "
+                              f"{', '.join(fits) if fits else 'none (use an even hidden)'}")
+
+    def build(self, vocab_size: int | None = None) -> BitNetLM:
+        """The model; `vocab_size` is the tokenizer's actual size when it differs from the requested one."""
+        return BitNetLM(self if vocab_size is None else replace(self, vocab_size=vocab_size))
 
     @property
     def head_dim(self) -> int:
@@ -148,13 +180,6 @@ class Block(nn.Module):
 class BitNetLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.norm not in NORM_PLACEMENTS:
-            raise ValueError(f"model.norm={cfg.norm!r}: expected one of {', '.join(NORM_PLACEMENTS)}")
-        if cfg.ffn not in FFN_KINDS:
-            raise ValueError(f"model.ffn={cfg.ffn!r}: expected one of {', '.join(FFN_KINDS)}")
-        if cfg.hidden % cfg.n_heads or cfg.head_dim % 2:
-            raise ValueError(f"hidden={cfg.hidden} must split into model.n_heads={cfg.n_heads} heads "
-                             f"of even size")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))

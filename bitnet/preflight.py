@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from bitnet.config import RunConfig
+
 ADAMW_TRAINING_BYTES = 16  # fp32 weight + gradient + two AdamW moments, per parameter
 CHECKPOINT_BYTES = 12  # fp32 weight + two AdamW moments, per parameter
 METRICS_ROW_BYTES = 100
@@ -45,29 +47,25 @@ def _size(n: float) -> str:
     return f"{n / 2**40:.3g} TiB"
 
 
-def _shape(cfg) -> dict:
-    from bitnet.model import ModelConfig
-
-    m = cfg.model
-    model = ModelConfig(vocab_size=int(cfg.data.vocab_size), hidden=int(m.hidden), layers=int(m.layers),
-                        n_heads=int(m.n_heads), max_seq_len=int(cfg.data.seq_len), ffn_dim=m.get("ffn_dim"))
+def _shape(config: RunConfig) -> dict:
+    model = config.model
     return {"V": model.vocab_size, "h": model.hidden, "L": model.layers, "F": model.ffn_width,
-            "T": model.max_seq_len, "B": int(cfg.train.batch_size), "E": int(cfg.eval.batch_size)}
+            "T": model.max_seq_len, "B": config.train.batch_size, "E": config.eval.batch_size}
 
 
-def parameter_count(cfg) -> int:
+def parameter_count(config: RunConfig) -> int:
     """The model's weight-matrix parameters (embedding, head and the BitLinear layers; norm gains left out)."""
-    s = _shape(cfg)
+    s = _shape(config)
     return 2 * s["V"] * s["h"] + s["L"] * (4 * s["h"] ** 2 + 3 * s["h"] * s["F"])
 
 
-def memory_needed(cfg, device: torch.device) -> dict[str, int]:
+def memory_needed(config: RunConfig, device: torch.device) -> dict[str, int]:
     """Lower bounds, in bytes, of what one training step needs on `device`: weights (with gradients and AdamW
     state), training activations, and evaluation logits."""
-    s = _shape(cfg)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    s = _shape(config)
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     tokens = s["B"] * s["T"]
-    return {"weights": ADAMW_TRAINING_BYTES * parameter_count(cfg),
+    return {"weights": ADAMW_TRAINING_BYTES * parameter_count(config),
             "activations": tokens * (2 * s["V"] * 4 + s["L"] * (4 * s["h"] + 3 * s["F"]) * (2 if bf16 else 4)),
             "evaluation": s["E"] * s["T"] * s["V"] * 4}
 
@@ -87,51 +85,55 @@ def memory_available(device: torch.device) -> tuple[int, str]:
     return ram, f"this machine has {_size(ram)} of RAM"
 
 
-def check_memory(cfg, device: torch.device) -> None:
-    need = memory_needed(cfg, device)
+def _width_key(config: RunConfig) -> str:
+    """The key the user sets the width with: `hidden` (which model.hidden refers to) unless it is absent."""
+    return "hidden" if "hidden" in config.resolved else "model.hidden"
+
+
+def check_memory(config: RunConfig, device: torch.device) -> None:
+    need = memory_needed(config, device)
     weights, activations = need["weights"], max(need["activations"], need["evaluation"])
     available, what = memory_available(device)
     if weights + activations <= available:
         return
-    s = _shape(cfg)
+    s = _shape(config)
     if weights >= activations:  # name the key behind the larger share of the weights
         vocabulary_part = 2 * s["V"] * s["h"]
-        key = "data.vocab_size" if vocabulary_part > parameter_count(cfg) - vocabulary_part else (
-            "hidden" if "hidden" in cfg else "model.hidden")
+        key = "data.vocab_size" if vocabulary_part > parameter_count(config) - vocabulary_part else (
+            _width_key(config))
     else:
         key = "train.batch_size" if need["activations"] >= need["evaluation"] else "eval.batch_size"
     value = {"data.vocab_size": s["V"], "hidden": s["h"], "model.hidden": s["h"], "train.batch_size": s["B"],
              "eval.batch_size": s["E"]}[key]
     raise ValueError(f"{key}={value}: this point needs at least {_size(weights + activations)} of memory on "
-                     f"{device.type} ({_size(weights)} for {parameter_count(cfg):.3g} parameters with gradients and "
+                     f"{device.type} ({_size(weights)} for {parameter_count(config):.3g} parameters with gradients and "
                      f"AdamW state, {_size(activations)} of activations at batch {s['B']}x{s['T']}), but {what}; "
                      f"allowed: a smaller model (hidden, model.layers, data.vocab_size) or batch")
 
 
-def disk_needed(cfg) -> dict[str, int]:
+def disk_needed(config: RunConfig) -> dict[str, int]:
     """Estimates, in bytes, of the results a run writes: CSV rows and (up to two) checkpoints."""
-    steps, every = int(cfg.train.steps), int(cfg.eval.every)
-    evaluations = steps // every + 2
-    bitlinears = BITLINEARS_PER_LAYER * int(cfg.model.layers) + int(bool(cfg.model.get("quantize_head", False)))
+    evaluations = config.train.steps // config.eval.every + 2
+    bitlinears = BITLINEARS_PER_LAYER * config.model.layers + int(config.model.quantize_head)
     return {"rows": evaluations * (METRICS_ROW_BYTES + bitlinears * LAYER_ROW_BYTES),
-            "checkpoints": 2 * CHECKPOINT_BYTES * parameter_count(cfg) if cfg.train.get("checkpoint_every") else 0}
+            "checkpoints": 2 * CHECKPOINT_BYTES * parameter_count(config) if config.train.checkpoint_every else 0}
 
 
-def check_disk(cfg, folder: Path) -> None:
+def check_disk(config: RunConfig, folder: Path) -> None:
     existing = Path(folder).expanduser().absolute()
     while not existing.exists():
         existing = existing.parent
     free = shutil.disk_usage(existing).free
-    need = disk_needed(cfg)
+    need = disk_needed(config)
     if sum(need.values()) <= free:
         return
     if need["rows"] >= need["checkpoints"]:
-        steps, every = int(cfg.train.steps), int(cfg.eval.every)
+        steps, every = config.train.steps, config.eval.every
         raise ValueError(f"train.steps={steps}: the results would take about {_size(sum(need.values()))} on disk "
                          f"({steps // every + 1} evaluation rows at eval.every={every}), but {existing} has "
                          f"{_size(free)} free; allowed: fewer steps or a larger eval.every")
-    key = "hidden" if "hidden" in cfg else "model.hidden"
-    raise ValueError(f"{key}={cfg.model.hidden}: two checkpoints of {parameter_count(cfg):.3g} parameters take "
+    raise ValueError(f"{_width_key(config)}={config.model.hidden}: two checkpoints of {parameter_count(config):.3g} "
+                     f"parameters take "
                      f"about {_size(need['checkpoints'])}, but {existing} has {_size(free)} free; allowed: a "
                      f"smaller model, or train.checkpoint_every=0 (no resume)")
 
@@ -152,9 +154,9 @@ def results_folder(cfg) -> Path:
     return Path.cwd()
 
 
-def check_fits(cfg, folder: Path, device: torch.device | None) -> None:
+def check_fits(config: RunConfig, folder: Path, device: torch.device | None) -> None:
     """Raise ValueError (one line: the key that sets the size, the estimate, what is available) when a point
     cannot fit in memory on `device` (skipped when None: the device is on another machine) or on disk."""
     if device is not None:
-        check_memory(cfg, device)
-    check_disk(cfg, folder)
+        check_memory(config, device)
+    check_disk(config, folder)

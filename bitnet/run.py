@@ -1,26 +1,59 @@
-"""Entry point: `python -m bitnet.run [overrides]` trains one point; `-m` sweeps a grid of them.
+"""Entry point: `bitnet [overrides]` (or `python -m bitnet.run [overrides]`) trains one point; `-m` sweeps a
+grid of them; `bitnet --help` lists the config groups and presets.
 
 Each point writes metrics.csv (step,loss,unique_tokens,...) and run.json into its Hydra output folder.
+
+The configs are found in the same place whether bitnet runs from a checkout or an installed package:
+conf/ and sweeps/ sit at the top of the repository, and the wheel carries them inside the package as
+bitnet/conf and bitnet/sweeps (setup.cfg maps them there). The presets in sweeps/ form the `sweep` config
+group (`+sweep=scaling`): they are registered in Hydra's config store when this module is imported.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bitnet.records import finished_step, read_record
 
 log = logging.getLogger("bitnet")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO_ROOT / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PRESET_GROUP = "sweep"
+_PACKAGE_HEADER = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
+
+
+def shipped(name: str) -> Path:
+    """conf/ or sweeps/: inside the package when installed, else at the top of the checkout."""
+    inside = PACKAGE_DIR / name
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / name
+
+
+CONF_DIR, SWEEPS_DIR = shipped("conf"), shipped("sweeps")
+
+
+def register_presets(folder: Path = SWEEPS_DIR) -> list[str]:
+    """Every sweeps/*.yaml as an option of the `sweep` group, with the package its header declares."""
+    store = ConfigStore.instance()
+    names = []
+    for path in sorted(folder.glob("*.yaml")):
+        header = _PACKAGE_HEADER.search(path.read_text())
+        store.store(group=PRESET_GROUP, name=path.stem, node=OmegaConf.load(path), provider="bitnet",
+                    package=header.group(1) if header else None)
+        names.append(path.stem)
+    return names
+
+
+register_presets()
 
 
 def summary_table(csv_path: Path, max_rows: int = 8) -> str:

@@ -9,7 +9,6 @@ missing rows.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -17,32 +16,28 @@ import os
 import platform
 import signal
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bitnet import __version__
-from bitnet.data import BatchSampler, load_corpus, make_eval_set
+from bitnet.config import EXECUTION_KEYS, RunConfig
+from bitnet.data import BatchSampler, make_eval_set
 from bitnet.devices import assign_device, cpu_threads
 from bitnet.diagnostics import LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report, unigram_entropy
-from bitnet.model import BitNetLM, ModelConfig
 from bitnet.probe import METRIC_COLUMNS, evaluate
 from bitnet.quant import drop_latent_weights
 from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
                             METRICS_FILE, RUNNING, MetricsCSV, atomic_file, deferred_signals, finished_step,
                             point_lock, read_record, remove_stale_temporaries, write_record)
-from bitnet.schedules import lr_schedule, wd_schedule
 
 log = logging.getLogger("bitnet")
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LAYERS_FILE = "layers.csv"
-# Keys that change how a run is executed but not what it computes: a checkpoint stays valid across them.
-EXECUTION_KEYS = ("device", "compile", "threads", "progress")
 
 
 class Diverged(RuntimeError):
@@ -96,127 +91,52 @@ def autocast_for(device: torch.device, precision: str):
     return contextlib.nullcontext
 
 
-def config_fingerprint(cfg: DictConfig) -> str:
-    content = OmegaConf.to_container(cfg, resolve=True)
-    for key in EXECUTION_KEYS:
-        content.pop(key, None)
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def build_model(cfg: DictConfig, vocab_size: int) -> BitNetLM:
-    m = cfg.model
-    return BitNetLM(ModelConfig(
-        vocab_size=vocab_size, hidden=int(m.hidden), layers=int(m.layers), n_heads=int(m.n_heads),
-        max_seq_len=int(cfg.data.seq_len), ffn_dim=m.get("ffn_dim"), quant=m.quant, norm=m.norm, ffn=m.ffn,
-        quantize_head=bool(m.quantize_head), bitlinear_norm=bool(m.get("bitlinear_norm", True)),
-        clamp_act_scale=bool(m.get("clamp_act_scale", True)), latent_weights=bool(m.get("latent_weights", True)),
-        rope_theta=float(m.rope_theta), norm_eps=float(m.norm_eps),
-        init_std=float(m.init_std)))
-
-
-OPTIMIZERS = ("adamw", "adam_l2")
-# Which parameters the weight-decay schedule applies to. "matrices" is the recipe (every weight matrix:
-# BitLinear weights, embedding, head; never norm gains); the others are collapse suspects (docs/suspects.md).
-DECAY_SETS = ("matrices", "all", "bitlinear")
-
-
-def decays(name: str, p: torch.nn.Parameter, decay: str) -> bool:
-    if decay == "all":
-        return True
-    if decay == "bitlinear":
-        return p.dim() >= 2 and name.startswith("blocks.")
-    return p.dim() >= 2
-
-
-def build_optimizer(model: torch.nn.Module, cfg: DictConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW (decoupled decay, the recipe) or Adam with coupled L2 (`optim.name=adam_l2`: the gradient the
-    moments see is grad + wd * w, as torch.optim.Adam(weight_decay=...)). `optim.decay` picks the parameters
-    that decay; the schedule sets the decay group's weight_decay every step."""
-    decay_set = cfg.optim.get("decay", "matrices")
-    named = list(model.named_parameters())
-    decay = [p for n, p in named if decays(n, p, decay_set)]
-    no_decay = [p for n, p in named if not decays(n, p, decay_set)]
-    fused = device.type == "cuda"
-    optimizer = torch.optim.Adam if cfg.optim.get("name", "adamw") == "adam_l2" else torch.optim.AdamW
-    return optimizer(
-        [{"params": decay, "weight_decay": 0.0, "decays": True},
-         {"params": no_decay, "weight_decay": 0.0, "decays": False}],
-        lr=0.0, betas=tuple(cfg.optim.betas), eps=float(cfg.optim.eps),
-        fused=fused or None, foreach=None if fused else True)
-
-
-@dataclass(frozen=True)
-class EvaluationSteps:
-    """Steps 0, every, 2 every, ... and the last step, as a rule rather than a set (constant memory for any
-    train.steps)."""
-
-    total: int
-    every: int
-
-    def __contains__(self, step: int) -> bool:
-        return step == self.total or (0 <= step < self.total and step % self.every == 0)
-
-    def number(self, step: int) -> int:
-        """0 for the first evaluation (step 0), 1 for the next, ..."""
-        return -(-step // self.every)
-
-
-def evaluation_steps(total: int, every: int) -> EvaluationSteps:
-    return EvaluationSteps(total, every)
 
 
 class Run:
     """One grid point. `run()` trains it (or resumes it, or skips it when it already finished)."""
 
-    def __init__(self, cfg: DictConfig, out_dir: Path):
-        self.cfg, self.out_dir = cfg, Path(out_dir)
+    def __init__(self, config: RunConfig | DictConfig, out_dir: Path):
+        self.config = config if isinstance(config, RunConfig) else RunConfig.from_config(config)
+        self.out_dir = Path(out_dir)
         self.csv_path = self.out_dir / METRICS_FILE
         self.layers_path = self.out_dir / LAYERS_FILE
         self.checkpoint_path = self.out_dir / CHECKPOINT_FILE
+        self.fingerprint = self.config.fingerprint
+        self.total_steps, self.last_step = self.config.train.steps, self.config.last_step
+        self.eval_steps = self.config.eval_steps
+        self.checkpoint_every = self.config.train.checkpoint_every
+        self.step = 0
 
     # ---- setup -------------------------------------------------------------------------------------
     def _setup(self) -> None:
-        cfg = self.cfg
-        device = resolve_device(cfg.device)
+        config = self.config
+        device = resolve_device(config.device)
         if device.type == "cpu":
-            torch.set_num_threads(cpu_threads(cfg.threads))
-        self.corpus = load_corpus(cfg.data.name, cfg.data.get("path"), int(cfg.data.vocab_size),
-                                  float(cfg.data.val_fraction), cache_dir=cfg.data.get("cache_dir"), log=log.info)
-        self.eval_set = make_eval_set(self.corpus.val_ids, int(cfg.eval.positions), int(cfg.data.seq_len))
+            torch.set_num_threads(cpu_threads(config.threads))
+        self.corpus = config.data.load(log=log.info)
+        self.eval_set = make_eval_set(self.corpus.val_ids, config.eval.positions, config.data.seq_len)
         self.build_training(device, self.corpus.vocab_size, self.corpus.train_ids)
         self.unigram_entropy = unigram_entropy(self.corpus.train_ids, self.corpus.vocab_size)
         self.weights = WeightTracker(self.model.bitlinear_layers())
         self.grad_norm = None
-        generate_cfg = cfg.eval.generate
-        self.generate_every = int(generate_cfg.every or 0)
-        self.prompts = generation_prompts(self.corpus.val_ids, int(generate_cfg.prompts),
-                                          int(generate_cfg.prompt_tokens)) if self.generate_every else None
-        self.last_step = self.total_steps
-        if cfg.train.get("stage1_only"):
-            switches = [s for s in (self.lr.switch, self.wd.switch) if s is not None]
-            if not switches:
-                raise ValueError("train.stage1_only=true needs a two_stage lr or wd schedule (nothing to stop at)")
-            self.last_step = min(switches)
-        self.eval_steps = evaluation_steps(self.last_step, int(cfg.eval.every))
-        self.checkpoint_every = int(cfg.train.checkpoint_every or 0)
+        generate = config.eval.generate
+        self.prompts = (generation_prompts(self.corpus.val_ids, generate.prompts, generate.prompt_tokens)
+                        if generate.every else None)
 
     def build_training(self, device: torch.device, vocab_size: int, train_ids: torch.Tensor) -> None:
         """Everything `train_step` uses: model, optimizer, schedules and the batch sampler over `train_ids`
-        (`bitnet.bench` builds a Run from this alone, on random tokens)."""
-        cfg = self.cfg
+        (`bitnet.bench` builds these alone, on random tokens)."""
+        config = self.config
         self.device = device
-        self.autocast = autocast_for(device, cfg.precision)
-        torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg, vocab_size).to(device)
+        self.autocast = autocast_for(device, config.precision)
+        torch.manual_seed(config.seed)
+        self.model = config.model.build(vocab_size).to(device)
         self.counts = self.model.parameter_counts()
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = build_optimizer(self.model, cfg, device)
-        self.total_steps = int(cfg.train.steps)
-        self.lr = lr_schedule(cfg.lr, self.total_steps)
-        self.wd = wd_schedule(cfg.wd, self.total_steps)
-        self.sampler = BatchSampler(train_ids, int(cfg.train.batch_size), int(cfg.data.seq_len), seed=int(cfg.seed))
-        self.eval_steps = frozenset()
-        self.step = 0
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = config.optim.build(self.model, device)
+        self.lr, self.wd = config.lr, config.wd
+        self.sampler = BatchSampler(train_ids, config.train.batch_size, config.data.seq_len, seed=config.seed)
 
     def _record(self, status: str, **extra) -> dict:
         record = {
@@ -226,11 +146,11 @@ class Run:
             "eval_unique_targets": int(self.eval_set.targets[self.eval_set.mask].unique().numel()),
             "corpus": {"fingerprint": self.corpus.fingerprint, "train_tokens": len(self.corpus.train_ids),
                        "val_tokens": len(self.corpus.val_ids)},
-            "switch_steps": {"lr": self.lr.switch, "wd": self.wd.switch},
+            "switch_steps": self.config.switch_steps,
             "device": str(self.device), "cpu_threads": torch.get_num_threads() if self.device.type == "cpu" else None,
             "elapsed_s": round(self.elapsed, 2), "config_fingerprint": self.fingerprint,
             "versions": {"bitnet": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "metrics_csv": METRICS_FILE, "config": OmegaConf.to_container(self.cfg, resolve=True), **extra}
+            "metrics_csv": METRICS_FILE, "config": self.config.resolved, **extra}
         write_record(self.out_dir, record)
         return record
 
@@ -289,7 +209,7 @@ class Run:
         """One line: the folder, what of the other config is in it, and the keys that differ."""
         shown = ""
         if previous and isinstance(previous.get("config"), dict):
-            differences = config_differences(previous["config"], OmegaConf.to_container(self.cfg, resolve=True))
+            differences = config_differences(previous["config"], self.config.resolved)
             more = f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
             shown = f" ({'; '.join(differences[:5])}{more})" if differences else ""
         return (f"{self.out_dir} holds {what} of a different config{shown}; rerun with that config to continue "
@@ -301,8 +221,8 @@ class Run:
         applied = max(self.step - 1, 0)  # the update that produced this row (step 0: the first one to come)
         loss = self.loss_sum / self.loss_count if self.loss_count else None
         self.loss_sum, self.loss_count = 0.0, 0
-        metrics = evaluate(self.model, self.eval_set, forward=partial(self.model, return_hidden=True), device=self.device,
-                           autocast=self.autocast, batch_size=int(self.cfg.eval.batch_size),
+        metrics = evaluate(self.model, self.eval_set, forward=partial(self.model, return_hidden=True),
+                           device=self.device, autocast=self.autocast, batch_size=self.config.eval.batch_size,
                            unigram_entropy=self.unigram_entropy)
         row = {"step": self.step, "loss": loss, **metrics, "lr": self.lr(applied), "wd": self.wd(applied),
                "lr_stage": self.lr.stage(applied), "wd_stage": self.wd.stage(applied),
@@ -312,14 +232,15 @@ class Run:
         row.update(together)
         self.layers_csv.write_many({"step": self.step, **layer} for layer in per_layer)
         evaluation = self.eval_steps.number(self.step)
-        if self.generate_every and evaluation % self.generate_every == 0:
-            row.update(generation_report(self.model, self.corpus.tokenizer, self.prompts, self.cfg.eval.generate,
-                                         self.step, self.out_dir, self.autocast))
+        generate = self.config.eval.generate
+        if generate.every and evaluation % generate.every == 0:
+            row.update(generation_report(self.model, self.corpus.tokenizer, self.prompts, generate, self.step,
+                                         self.out_dir, self.autocast))
         return row
 
     def train_step(self) -> torch.Tensor:
         """One optimizer update at `self.step` (which the caller advances); also what `bitnet.bench` times."""
-        cfg = self.cfg.train
+        train = self.config.train
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr(self.step)
             group["weight_decay"] = self.wd(self.step) if group["decays"] else 0.0
@@ -328,12 +249,12 @@ class Run:
         with self.autocast():
             logits = self.forward(inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                               label_smoothing=float(cfg.label_smoothing))
+                               label_smoothing=train.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         reported = self.step + 1 in self.eval_steps  # the norm is only reported on evaluation rows
-        if cfg.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(cfg.grad_clip))
+        if train.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         elif reported:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         if reported:
@@ -349,7 +270,6 @@ class Run:
         The folder's lock (bitnet.records.point_lock) is held for the whole run, so two launches of the same
         sweep never train the same point: the second one skips it and says so."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.fingerprint = config_fingerprint(self.cfg)
         with point_lock(self.out_dir) as held:
             if not held:
                 log.info(f"Another process is training this point now (it holds {self.out_dir / LOCK_FILE}): "
@@ -380,13 +300,13 @@ class Run:
             status = INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
             write_record(self.out_dir, {**(previous or {}), "status": status, "error": f"{type(err).__name__}: {err}",
                                         "config_fingerprint": self.fingerprint, "metrics_csv": METRICS_FILE,
-                                        "config": OmegaConf.to_container(self.cfg, resolve=True)})
+                                        "config": self.config.resolved})
             raise
         log.info(f"Resuming from the checkpoint at step {self.step}" if resumed else
                  f"Training from step 0 in {self.out_dir}")
         if self.checkpoint_every >= self.last_step:  # eval.every beyond the run (checkpoint_every follows it)
             log.warning(f"No checkpoint will be taken: train.checkpoint_every={self.checkpoint_every} (eval.every="
-                        f"{self.cfg.eval.every}) is not below the {self.last_step} steps that run, so a stopped run "
+                        f"{self.config.eval.every}) is not below the {self.last_step} steps that run, so a stopped run "
                         f"starts over; give eval.every a value below {self.last_step} for checkpoints")
         self._record(RUNNING)
         csv = layers_csv = None
@@ -421,7 +341,7 @@ class Run:
 
         if not resumed:
             csv.write(self._evaluation_row())
-        with tqdm(total=self.last_step, initial=self.step, disable=not self.cfg.progress, unit="step",
+        with tqdm(total=self.last_step, initial=self.step, disable=not self.config.progress, unit="step",
                   dynamic_ncols=True, mininterval=1.0, leave=False) as bar:  # closed on any exit
             self._train(csv, bar)
         record = self._record(COMPLETED)  # then drop the checkpoint: a kill in between still leaves a finished point
@@ -429,7 +349,7 @@ class Run:
         return record
 
     def _train(self, csv: MetricsCSV, bar) -> None:
-        refresh_every = max(1, min(int(self.cfg.eval.every), 20))
+        refresh_every = max(1, min(self.config.eval.every, 20))
         window = []
         unique = ""  # last evaluated unique_tokens, shown in the progress bar
         started = time.perf_counter() - self.elapsed

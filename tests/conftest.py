@@ -19,6 +19,18 @@ TINY = ["hidden=32", "model.layers=1", "model.n_heads=2", "data.vocab_size=512",
         "progress=false", "threads=1"]
 
 
+def model_config(**changes):
+    """The default `model` config (conf/model/bitnet.yaml) with `changes`, as a ModelConfig."""
+    from dataclasses import replace
+
+    from hydra import compose, initialize_config_dir
+
+    from bitnet.config import RunConfig
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return replace(RunConfig.from_config(compose(config_name="config")).model, **changes)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_tokenizer_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("bitnet-cache")

@@ -6,6 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from bitnet.run import SWEEPS_DIR, register_presets
 from tests.conftest import CONF_DIR, REPO_ROOT
 
 GROUPS = ["model", "optim", "lr", "wd", "data", "eval", "intervention", "suspect", "scale"]
@@ -57,6 +58,13 @@ def test_every_preset_composes_with_every_scale(preset, scale):
                      "study": 800 if preset == "stage1_only" else 400}[scale]
 
 
+def test_presets_compose_without_a_link_from_conf_to_sweeps():
+    """The `sweep` group is sweeps/ itself (registered by bitnet.run), not a symlink inside conf/."""
+    assert not (CONF_DIR / "sweep").exists()
+    assert SWEEPS_DIR == REPO_ROOT / "sweeps"
+    assert register_presets() == PRESETS
+
+
 def test_presets_reproduce_the_seeds_settings():
     scaling = composed(["+sweep=scaling"], hydra_node=True)
     assert scaling.hydra.sweeper.params.hidden == "256,512,768,1024"
@@ -71,6 +79,20 @@ def test_presets_reproduce_the_seeds_settings():
     assert clip.train.grad_clip == 0.1 and clip.lr.peak == 1.5e-3
     stage1 = composed(["+sweep=stage1_only"])
     assert stage1.train.stage1_only and stage1.wd.value == 0.1
+
+
+def test_help_is_bitnets_own():
+    """`--help` (Hydra's help template, conf/hydra/help/bitnet.yaml): what to run, every group with its options
+    and the presets, where results go."""
+    from tests.conftest import run_cli
+
+    text = run_cli("--help").stdout
+    assert text.startswith("bitnet: ") and "bitnet -m +sweep=scaling scale=smoke" in text
+    for group in GROUPS:
+        assert f"{group}: {', '.join(options(group))}" in text
+    assert f"sweep: {', '.join(PRESETS)}" in text
+    assert "metrics.csv" in text and "multirun/PRESET/SCALE/" in text
+    assert "Powered by Hydra" not in text  # not Hydra's generic help
 
 
 def test_forensics_runs_every_suspect_against_the_recipe_under_the_seeds_schedule():

@@ -30,12 +30,13 @@ def test_ternary_forward_cuda_matches_cpu(norm):
     bound is on the mean difference plus a loose maximum (calibrated on CPU fp32 vs fp64: mean 7e-6, max
     0.6% of the largest logit)."""
     from bitnet.quant import quantize_activation, quantize_weight, ste_activation, ste_weight
-    from bitnet.train import build_model
+    from bitnet.config import RunConfig
 
     cfg = compose("hidden=64", "model.layers=2", "model.quant=ternary", f"model.norm={norm}", "data.seq_len=32")
     torch.manual_seed(0)
-    cpu_model = build_model(cfg, 512).eval()
-    gpu_model = build_model(cfg, 512).eval()
+    model = RunConfig.from_config(cfg).model
+    cpu_model = model.build(512).eval()
+    gpu_model = model.build(512).eval()
     gpu_model.load_state_dict(cpu_model.state_dict())
     gpu_model = gpu_model.cuda()
     tokens = torch.randint(0, 512, (4, 32), generator=torch.Generator().manual_seed(1))

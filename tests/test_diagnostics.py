@@ -5,8 +5,9 @@ import torch
 
 from bitnet.diagnostics import (CosineAccumulator, WeightTracker, distinct_n, generate, mean_pairwise_cosine,
                                 repeated_ngram_rate, text_diversity, unigram_entropy)
-from bitnet.model import BitNetLM, ModelConfig
+from bitnet.model import BitNetLM
 from bitnet.quant import BitLinear, ternary_codes
+from tests.conftest import model_config
 
 
 def test_identical_hidden_states_have_cosine_one_and_opposite_ones_minus_one():
@@ -84,7 +85,7 @@ def test_distinct_n_and_repeated_ngrams_of_known_sequences():
 
 def test_sampling_does_not_move_the_training_rng():
     torch.manual_seed(0)
-    model = BitNetLM(ModelConfig(vocab_size=50, hidden=16, layers=1, n_heads=2, max_seq_len=8))
+    model = BitNetLM(model_config(vocab_size=50, hidden=16, layers=1, n_heads=2, max_seq_len=8))
     prompts = torch.randint(0, 50, (2, 4))
     state = torch.get_rng_state()
     from contextlib import nullcontext

@@ -4,11 +4,12 @@ import torch.nn.functional as F
 
 from bitnet.model import BitNetLM, ModelConfig
 from bitnet.quant import BitLinear
+from tests.conftest import model_config
 
 
 def tiny(**overrides) -> ModelConfig:
-    return ModelConfig(**{"vocab_size": 64, "hidden": 32, "layers": 2, "n_heads": 4, "max_seq_len": 16,
-                          **overrides})
+    return model_config(**{"vocab_size": 64, "hidden": 32, "layers": 2, "n_heads": 4, "max_seq_len": 16,
+                           **overrides})
 
 
 def train_steps(model, steps=30):
@@ -73,7 +74,8 @@ def test_parameter_counts_and_causality():
 
 
 def test_bad_shapes_raise_clear_errors():
-    with pytest.raises(ValueError, match="hidden=30 must split into model.n_heads=4"):
-        BitNetLM(tiny(hidden=30))
-    with pytest.raises(ValueError, match="model.norm='post'"):
-        BitNetLM(tiny(norm="post"))
+    with pytest.raises(ValueError, match="model.n_heads=4: hidden=30 is not divisible by it; allowed for "
+                                         "hidden=30: 1, 3, 5, 15"):
+        tiny(hidden=30)
+    with pytest.raises(ValueError, match=r"model.norm=post: expected one of faq, subln"):
+        tiny(norm="post")

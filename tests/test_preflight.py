@@ -9,16 +9,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from bitnet.config import RunConfig
 from bitnet.preflight import check_disk, check_memory, disk_needed, memory_needed, parameter_count
-from bitnet.train import build_model
 from tests.conftest import CONF_DIR, TINY
 
 
-def composed(*changes: str):
+def composed(*changes: str) -> RunConfig:
     keys = {c.split("=", 1)[0] for c in changes}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[o for o in TINY if o.split("=", 1)[0] not in keys]
-                       + list(changes))
+        return RunConfig.from_config(compose(config_name="config", overrides=[
+            o for o in TINY if o.split("=", 1)[0] not in keys] + list(changes)))
 
 
 @pytest.mark.parametrize("changes", [
@@ -30,7 +30,7 @@ def composed(*changes: str):
 ], ids=["tiny", "deeper", "2b4t", "ffn_dim-quantized_head", "large-vocab"])
 def test_parameter_count_is_a_tight_lower_bound_of_the_model(changes):
     cfg = composed(*changes)
-    actual = build_model(cfg, int(cfg.data.vocab_size)).parameter_counts()["total"]
+    actual = cfg.model.build(cfg.data.vocab_size).parameter_counts()["total"]
     estimate = parameter_count(cfg)
     assert 0.95 * actual <= estimate <= actual, (estimate, actual)  # only the norm gains are left out
 
@@ -41,7 +41,7 @@ def test_memory_estimate_counts_weights_activations_and_evaluation_logits():
     assert need["weights"] == 16 * parameter_count(cfg)
     # TINY: batch 8 x 32 tokens, vocabulary 512, one layer of width 32 and FFN width 96 (8/3 * 32 rounded up to 16).
     assert need["activations"] == 8 * 32 * (2 * 512 * 4 + 1 * (4 * 32 + 3 * 96) * 4)
-    assert need["evaluation"] == int(cfg.eval.batch_size) * 32 * 512 * 4
+    assert need["evaluation"] == cfg.eval.batch_size * 32 * 512 * 4
     bf16 = memory_needed(composed("precision=bf16"), torch.device("cpu"))
     assert bf16["activations"] == 8 * 32 * (2 * 512 * 4 + 1 * (4 * 32 + 3 * 96) * 2)
 

@@ -49,8 +49,8 @@ def test_library_call_on_our_model_gives_the_training_loops_numbers(trained, tmp
     run, out = trained
     loop_row = csv_rows(out / "metrics.csv")[-1]
     assert loop_row["step"] == "20"
-    probe = Probe(tmp_path / "probe", run.corpus.val_ids, positions=int(run.cfg.eval.positions),
-                  seq_len=int(run.cfg.data.seq_len), train_ids=run.corpus.train_ids,
+    probe = Probe(tmp_path / "probe", run.corpus.val_ids, positions=run.config.eval.positions,
+                  seq_len=run.config.data.seq_len, train_ids=run.corpus.train_ids,
                   vocab_size=run.corpus.vocab_size, forward=partial(run.model, return_hidden=True))
     row = probe(run.model, 20)
     for column in MEASURED:  # the CSV keeps 6 significant digits

@@ -3,11 +3,11 @@ documentation says."""
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from bitnet.model import BitNetLM, ModelConfig
+from bitnet.optim import OptimConfig
 from bitnet.quant import RMSNorm, drop_latent_weights, quantize_weight, ste_activation
-from bitnet.train import build_optimizer
+from tests.conftest import model_config
 
 BETA1 = 0.9
 LR = 1e-2
@@ -15,13 +15,12 @@ WD = 0.1
 
 
 def tiny(**overrides) -> ModelConfig:
-    return ModelConfig(**{"vocab_size": 64, "hidden": 32, "layers": 1, "n_heads": 2, "max_seq_len": 16,
-                          **overrides})
+    return model_config(**{"vocab_size": 64, "hidden": 32, "layers": 1, "n_heads": 2, "max_seq_len": 16,
+                           **overrides})
 
 
 def optimizer_for(model, name="adamw", decay="matrices"):
-    cfg = OmegaConf.create({"optim": {"name": name, "betas": [BETA1, 0.95], "eps": 1e-8, "decay": decay}})
-    return build_optimizer(model, cfg, torch.device("cpu"))
+    return OptimConfig(name=name, betas=(BETA1, 0.95), eps=1e-8, decay=decay).build(model, torch.device("cpu"))
 
 
 def decayed_names(model, optimizer) -> set[str]:

@@ -1,0 +1,111 @@
+"""The package as a user installs it (`pip install .`): the wheel is built from a clean copy of the
+repository, installed with --no-deps into a fresh virtualenv that reuses this test environment's
+dependencies, and its commands are run from a folder outside the repository: a tiny training, a smoke preset,
+the analysis, the notebook, `bitnet --help` and tab completion. The wheel is built without build isolation
+(offline), with the setuptools of the dev extra."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, TINY
+
+pytestmark = pytest.mark.slow
+
+NOT_SHIPPED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "outputs", "multirun",
+                                     "__pycache__", ".pytest_cache", "tests")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(the virtualenv's bin folder, a work folder outside the repository, the environment to run in)."""
+    root = tmp_path_factory.mktemp("package")
+    source = root / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=NOT_SHIPPED)  # what a clone has; nothing built in the checkout
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(root / "dist"), str(source)], check=True, cwd=root)
+    (wheel,) = (root / "dist").glob("bitnet-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # with its own pip (bundled, offline)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    # torch, hydra, ... come from this test environment, after the venv's own packages
+    (Path(purelib) / "test_environment.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({path!r})" for path in site.getsitepackages()) + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+                   check=True)
+    work = root / "work"
+    work.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # nothing from the checkout
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return venv / "bin", work, env
+
+
+def run(installed, *command: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    bin_dir, work, env = installed
+    result = subprocess.run([str(bin_dir / command[0]), *command[1:]], cwd=work, env={**env, **kwargs.pop("env", {})},
+                            capture_output=True, text=True, timeout=600, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+def test_the_installed_package_is_the_one_imported(installed):
+    bin_dir, work, _ = installed
+    where = run(installed, "python", "-c", "import bitnet.run, analysis, bitnet.integrations; "
+                                           "print(bitnet.run.CONF_DIR); print(bitnet.run.SWEEPS_DIR); "
+                                           "print(analysis.__file__); print(bitnet.integrations.__file__)"
+                ).stdout.split()
+    assert all(Path(path).is_relative_to(bin_dir.parent) for path in where), where
+    assert [Path(path).parts[-2:] for path in where[:2]] == [("bitnet", "conf"), ("bitnet", "sweeps")]
+
+
+def test_training_and_python_m_from_outside_the_repository(installed):
+    _, work, _ = installed
+    result = run(installed, "bitnet", *TINY, "hydra.run.dir=tiny")
+    rows = (work / "tiny" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss,unique_tokens") and [r.split(",")[0] for r in rows[1:]] == ["0", "10", "20"]
+    assert json.loads((work / "tiny" / "run.json").read_text())["status"] == "completed"
+    assert "metrics: " in result.stdout
+    bad = run(installed, "python", "-m", "bitnet.run", *TINY, "model.n_heads=3", "hydra.run.dir=bad", check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: model.n_heads=3: hidden=32 is not divisible")
+
+
+def test_smoke_preset_then_analysis_and_notebook(installed):
+    _, work, _ = installed
+    run(installed, "bitnet", "-m", "+sweep=scaling", "scale=smoke", "threads=1")
+    sweep = work / "multirun" / "scaling" / "smoke"
+    assert sorted(p.parent.name for p in sweep.glob("*/metrics.csv")) == ["hidden=32", "hidden=64"]
+    tables = run(installed, "python", "-m", "analysis.tables", str(sweep))
+    assert "| hidden" in tables.stdout and (sweep / "analysis" / "tables.md").exists()
+    # the notebook shipped with the package, its code cells run against this sweep
+    notebook = run(installed, "python", "-c", "import analysis, pathlib; print(pathlib.Path(analysis.__file__)"
+                                              ".parent / 'sweep_analysis.ipynb')").stdout.strip()
+    cells = [''.join(c["source"]) for c in json.loads(Path(notebook).read_text())["cells"] if c["cell_type"] == "code"]
+    run(installed, "python", "-c", "\n".join(["import matplotlib", "matplotlib.use('Agg')", *cells]),
+        env={"BITNET_SWEEP": str(sweep)})
+
+
+def test_help_and_tab_completion(installed):
+    help_text = run(installed, "bitnet", "--help").stdout
+    assert help_text.startswith("bitnet: ")
+    presets = sorted(path.stem for path in (REPO_ROOT / "sweeps").glob("*.yaml"))
+    assert f"sweep: {', '.join(presets)}" in help_text and "forensics" in presets
+    assert "model: bitnet, bitnet_2b4t" in help_text and "metrics.csv" in help_text
+    script = run(installed, "bitnet", "-sc", "install=bash").stdout
+    assert "complete" in script and "bitnet" in script
+    # what bash asks when the user presses tab after `bitnet +swe`, and after `bitnet +sweep=sc`
+    groups = run(installed, "bitnet", "-sc", "query=bash", env={"COMP_LINE": "bitnet +swe"}).stdout.split()
+    assert "+sweep=" in groups
+    presets = run(installed, "bitnet", "-sc", "query=bash", env={"COMP_LINE": "bitnet +sweep=sc"}).stdout.split()
+    assert presets == ["+sweep=scaling"]
