@@ -105,6 +105,18 @@ def evaluate(model, eval_set: EvalSet, *, forward=None, device: torch.device | N
             "loss_gap": eval_loss - unigram_entropy if unigram_entropy is not None else None}
 
 
+def measurement_facts(eval_set: EvalSet, vocab_size: int | None, unigram_entropy: float | None) -> dict:
+    """What run.json says about how the metric was measured (bitnet's runs and probes alike); the analysis
+    reads ln_vocab and unigram_entropy for the learning phase, eval_positions for the reachable classes."""
+    return {"vocab_size": vocab_size, "ln_vocab": math.log(vocab_size) if vocab_size else None,
+            "unigram_entropy": unigram_entropy, "eval_positions": eval_set.positions,
+            "eval_unique_targets": int(eval_set.targets[eval_set.mask].unique().numel())}
+
+
+def versions() -> dict:
+    return {"bitnet": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
 def merged(base: dict, update: dict) -> dict:
     """`base` with `update` laid over it, nested dicts merged key by key."""
     out = dict(base)
@@ -209,15 +221,12 @@ class Probe:
     def record(self, status: str, **extra) -> dict:
         """Write run.json. Unknowns are null: the analysis reports them as unknown."""
         steps = (self.config.get("train") or {}).get("steps")
-        mask = self.eval_set.mask
         record = {
             "status": status, "step": self.step, "last_step": steps, "total_steps": steps,
-            "params": self.params or {"total": None}, "vocab_size": self.vocab_size,
-            "ln_vocab": math.log(self.vocab_size) if self.vocab_size else None,
-            "unigram_entropy": self.unigram_entropy, "eval_positions": self.eval_set.positions,
-            "eval_unique_targets": int(self.eval_set.targets[mask].unique().numel()),
+            "params": self.params or {"total": None},
+            **measurement_facts(self.eval_set, self.vocab_size, self.unigram_entropy),
             "switch_steps": switch_steps(self.config), "labels": self.labels, "source": self.source,
-            "versions": {"bitnet": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "versions": versions(),
             "metrics_csv": METRICS_FILE, "config": {**self.labels, **self.config}, "settings": self.settings,
             **extra}
         self.out_dir.mkdir(parents=True, exist_ok=True)

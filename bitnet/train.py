@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
-import platform
 import signal
 import time
 from functools import partial
@@ -23,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from bitnet import __version__
 from bitnet.config import EXECUTION_KEYS, RunConfig
 from bitnet.data import BatchSampler, make_eval_set
 from bitnet.devices import assign_device, cpu_threads
 from bitnet.diagnostics import LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report, unigram_entropy
-from bitnet.probe import METRIC_COLUMNS, evaluate
+from bitnet.probe import METRIC_COLUMNS, evaluate, measurement_facts, versions
 from bitnet.quant import drop_latent_weights
 from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
                             METRICS_FILE, RUNNING, MetricsCSV, atomic_file, deferred_signals, finished_step,
@@ -91,8 +88,6 @@ def autocast_for(device: torch.device, precision: str):
     return contextlib.nullcontext
 
 
-
-
 class Run:
     """One grid point. `run()` trains it (or resumes it, or skips it when it already finished)."""
 
@@ -141,16 +136,13 @@ class Run:
     def _record(self, status: str, **extra) -> dict:
         record = {
             "status": status, "step": self.step, "last_step": self.last_step, "total_steps": self.total_steps,
-            "params": self.counts, "vocab_size": self.corpus.vocab_size, "ln_vocab": math.log(self.corpus.vocab_size),
-            "unigram_entropy": self.unigram_entropy, "eval_positions": self.eval_set.positions,
-            "eval_unique_targets": int(self.eval_set.targets[self.eval_set.mask].unique().numel()),
+            "params": self.counts, **measurement_facts(self.eval_set, self.corpus.vocab_size, self.unigram_entropy),
             "corpus": {"fingerprint": self.corpus.fingerprint, "train_tokens": len(self.corpus.train_ids),
                        "val_tokens": len(self.corpus.val_ids)},
             "switch_steps": self.config.switch_steps,
             "device": str(self.device), "cpu_threads": torch.get_num_threads() if self.device.type == "cpu" else None,
             "elapsed_s": round(self.elapsed, 2), "config_fingerprint": self.fingerprint,
-            "versions": {"bitnet": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "metrics_csv": METRICS_FILE, "config": self.config.resolved, **extra}
+            "versions": versions(), "metrics_csv": METRICS_FILE, "config": self.config.resolved, **extra}
         write_record(self.out_dir, record)
         return record
 
