@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 from bitnet.config import EXECUTION_KEYS, RunConfig
 from bitnet.data import BatchSampler, make_eval_set
 from bitnet.devices import assign_device, cpu_threads
-from bitnet.diagnostics import LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report, unigram_entropy
+from bitnet.diagnostics import (LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report,
+                                parameter_group_rms, unigram_entropy)
 from bitnet.probe import METRIC_COLUMNS, evaluate, measurement_facts, versions
 from bitnet.quant import drop_latent_weights
 from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
@@ -222,6 +223,7 @@ class Run:
                "elapsed_s": round(self.elapsed, 3), "grad_norm": self.grad_norm}
         together, per_layer = self.weights.measure()
         row.update(together)
+        row.update(parameter_group_rms(self.model))
         self.layers_csv.write_many({"step": self.step, **layer} for layer in per_layer)
         evaluation = self.eval_steps.number(self.step)
         generate = self.config.eval.generate
