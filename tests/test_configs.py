@@ -119,10 +119,10 @@ def test_screening_is_a_full_two_level_factorial_of_code_level_slips():
     cfg = composed(["+sweep=screening", "scale=study"], hydra_node=True)
     params = dict(cfg.hydra.sweeper.params)
     assert params == {"optim.name": "adamw,adam_l2", "optim.decay": "matrices,all",
-                      "model.quantize_head": "false,true", "model.bitlinear_norm": "true,false", "seed": "0,1,2"}
+                      "model.quantize_head": "false,true", "seed": "0,1,2"}
     # the recipe is the all-"first level" cell; the slip Adam(model.parameters(), weight_decay=0.1) is one cell
     assert (cfg.optim.name, cfg.optim.decay, cfg.model.quantize_head, cfg.model.bitlinear_norm) == \
-        ("adamw", "matrices", False, True)
+        ("adamw", "matrices", False, True)  # the recipe is the all-"first level" cell
     assert (cfg.lr.name, cfg.wd.name, cfg.wd.value, cfg.wd.stage2_value, cfg.train.steps) == \
         ("two_stage", "two_stage", 0.1, 0.0, 1200)
 
@@ -136,7 +136,7 @@ def test_fixes_are_tried_on_the_one_line_adam_slip():
     slip = arm["standard"]
     assert (slip.optim.name, slip.optim.decay, slip.hidden, slip.train.steps) == ("adam_l2", "all", 64, 1200)
     assert (arm["corrected_code"].optim.name, arm["corrected_code"].optim.decay) == ("adamw", "matrices")
-    assert arm["wider"].hidden == arm["wider"].model.hidden == 256 and arm["wider"].optim.name == "adam_l2"
+    assert arm["wider"].hidden == arm["wider"].model.hidden == 128 and arm["wider"].optim.name == "adam_l2"
     assert arm["reduced_lr"].lr.peak == 5e-4 and arm["grad_clip"].train.grad_clip == 0.1
     assert arm["label_smoothing"].train.label_smoothing == 0.1
     assert arm["no_wd_switch"].wd.stage2_value == arm["no_wd_switch"].wd.value == 0.1

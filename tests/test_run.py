@@ -100,7 +100,7 @@ def test_preset_runs_end_to_end_at_smoke_scale(preset, tmp_path):
             timeout=600)
     csvs = sorted(tmp_path.glob("*/metrics.csv"))
     expected = {"scaling": 2, "interventions": 4, "stage1_only": 3, "wd_stage2": 2, "controls": 6,
-                "lr_wd_factorial": 12, "forensics": 9, "screening": 16, "fixes": 8, "collapse_map": 3}[preset]
+                "lr_wd_factorial": 12, "forensics": 9, "screening": 8, "fixes": 8, "collapse_map": 3}[preset]
     assert len(csvs) == expected
     for path in csvs:
         rows = read_rows(path)
