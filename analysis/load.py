@@ -263,6 +263,7 @@ def _load_loose(runs: list[Path], foreign: list[Path], labelling: Labelling | No
     runs nothing tells apart are never averaged as if they were seeds of one cell."""
     loaded = [load_point(folder, folder.parent, warnings.append) for folder in runs]
     for run in read_foreign(foreign, labelling) if foreign else []:
+        warnings += run.warnings
         metrics = tidy_metrics(run.frame)
         loaded.append((point_info(run.path, run.path.parent, run.labels, run.record, metrics), metrics))
     keys = varying_keys([info["overrides"] for info, _ in loaded])

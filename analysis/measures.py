@@ -7,7 +7,8 @@ import pandas as pd
 
 from analysis.fmt import fmt_value, step_label
 from analysis.load import CONFIG_COLUMNS, Sweep
-from analysis.rules import Rules, signature_parts, signature_verdict, trajectory_class, verdict
+from analysis.rules import (Rules, diverged, longest_stall, ratio_class, signature_parts, signature_verdict, token_class,
+                            too_short, trajectory_class, verdict)
 from bitnet.records import FINISHED_STATUSES
 
 # Collapse diagnostics (bitnet/diagnostics.py) that the diagnostics table shows at each point's deepest collapse
@@ -131,15 +132,37 @@ def _loss_column(curve: pd.DataFrame) -> str | None:
     return None
 
 
+def unjudged(sweep: Sweep, point: pd.Series, curve: pd.DataFrame) -> tuple[str, str]:
+    """(too short, diverged): why the point cannot be classed (analysis.rules.too_short and .diverged), "" when
+    it can. Warm-up from the point's resolved config (`lr.warmup`, 0 when unknown)."""
+    tokens = curve["unique_tokens"].dropna() if "unique_tokens" in curve else pd.Series(dtype=float)
+    last = tokens.index[-1] if len(tokens) else None
+    warmup = sweep.configs.get((point["sweep"], point["point"]), {}).get("lr.warmup")
+    short = too_short(last, warmup, curve.at[last, "phase"]) if last is not None else ""
+    losses = [(int(step), column, float(loss)) for column in ("loss", "eval_loss") if column in curve
+              for step, loss in pd.to_numeric(curve[column], errors="coerce").dropna().items()]
+    error = point.get("error")
+    return short, diverged(point["status"], error if isinstance(error, str) else None, sorted(losses), point.get("ln_vocab"))
+
+
 def collapse_measures(curve: pd.DataFrame, rules: Rules, first_switch, finished: bool) -> dict:
     """First step at or below the collapse level, the minimum and its step (the first, on ties), the recovery
     factor final / minimum, the loss from the first row with a loss up to the minimum, the trajectory class."""
     tokens = curve["unique_tokens"].dropna() if "unique_tokens" in curve else pd.Series(dtype=float)
     out = {"first_collapse": float("nan"), "min_tokens": float("nan"), "min_step": float("nan"),
            "recovery_factor": float("nan"), "loss_start": float("nan"), "loss_at_min": float("nan"),
-           "loss_kind": "", "trajectory": "", "phase_at_min": ""}
+           "loss_kind": "", "trajectory": "", "phase_at_min": "", "stall_start": float("nan"),
+           "stall_end": float("nan"), "stall_phase": "", "plateau": ""}
     if tokens.empty:
         return out
+    out["plateau"] = "none"
+    stall = longest_stall(list(tokens.items()), rules)
+    if stall:  # reported whether or not a switch ends it: a plateau the run leaves on its own is still one
+        phases = [p for p in curve.loc[stall[0]:stall[1], "phase"] if p]
+        phases = ", ".join(dict.fromkeys("phase unknown" if p == "unknown" else p for p in phases))
+        out.update(stall_start=stall[0], stall_end=stall[1], stall_phase=phases,
+                   plateau=f"{step_label(stall[0])}-{step_label(stall[1])} ({fmt_value(stall[1] - stall[0], 'step')} "
+                           f"steps), {phases}")
     collapsed = [s for s, t in tokens.items() if rules.collapsed(t)]
     min_step = tokens.idxmin()
     out.update(first_collapse=collapsed[0] if collapsed else float("nan"), min_tokens=tokens.min(), min_step=min_step,
@@ -202,8 +225,33 @@ def per_point(sweep: Sweep, curves: dict, steps: list[int], early: int, late: in
         row.update(signature_measures(curve, rules, first_switch, point.get("ln_vocab")))
         if point["status"] not in FINISHED_STATUSES:  # a run that may still change (or never ran) is not judged
             row["signature"] = f"undecided ({point['status']})"
+        row["too_short"], row["diverged"] = unjudged(sweep, point, curve)
+        row.update(seed_classes(row, rules))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def seed_classes(row: dict, rules: Rules) -> dict:
+    """The classes of one seed, which the tables count over a cell's seeds (k/n) instead of classing the mean.
+    A point that diverged or is too short to tell gets that reason in place of every class (`unjudged`)."""
+    reason = row["diverged"] or row["too_short"]
+    lowest, after = row["lowest_stage1"], row["after_switch"]
+    classes = {
+        "unjudged": reason,
+        "ratio_class": ratio_class(row["ratio"]) if not pd.isna(row["ratio"]) else "",
+        "status_late": "{} ({})".format(*token_class(row["tokens_late"])) if not pd.isna(row["tokens_late"]) else "",
+        "status_final": "{} ({})".format(*token_class(row["final_tokens"])) if not pd.isna(row["final_tokens"]) else "",
+        "collapse_s1": "" if pd.isna(lowest) else "✓" if rules.collapsed(lowest) else "✗",
+        # recovered = above the collapse level after the switch, having been at or below it before it
+        "recovery_s2": "" if pd.isna(after) or pd.isna(lowest) else "not collapsed" if not rules.collapsed(lowest)
+        else "✗" if rules.collapsed(after) else "✓",
+    }
+    if reason:
+        classes.update({k: reason for k in classes if k != "unjudged"},
+                       trajectory=reason, signature=reason)
+        if row["diverged"]:  # its last figures are not a trained model's: no "ends collapsed" from them
+            classes.update(final_tokens=float("nan"), final_phase="")
+    return classes
 
 
 def data_errors(pp: pd.DataFrame) -> list[str]:
@@ -252,6 +300,7 @@ def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: 
     rows = []
     for _, point in sweep.points.iterrows():
         curve = curves[(point["sweep"], point["point"])]
+        short, blown = unjudged(sweep, point, curve)
         evaluated = curve[curve["unique_tokens"].notna()] if "unique_tokens" in curve else curve.iloc[:0]
         flips = pd.to_numeric(curve["flip_rate"], errors="coerce").dropna() if "flip_rate" in curve else []
         median = float(flips.median()) if len(flips) else float("nan")
@@ -265,7 +314,7 @@ def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: 
             values = {c: at(curve, step, c) for c in columns}
             for column, value in values.items():
                 row[f"{column}@{where}"] = pd.to_numeric(value, errors="coerce")
-            row[f"verdict@{where}"] = "; ".join(verdict(values, median)) or "–"
+            row[f"verdict@{where}"] = blown or short or "; ".join(verdict(values, median)) or "–"
             row[f"phase@{where}"] = at(curve, step, "phase") if step is not None else ""
         rows.append(row)
     return pd.DataFrame(rows)
