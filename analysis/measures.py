@@ -250,7 +250,7 @@ def seed_classes(row: dict, rules: Rules) -> dict:
         classes.update({k: reason for k in classes if k != "unjudged"},
                        trajectory=reason, signature=reason)
         if row["diverged"]:  # its last figures are not a trained model's: no "ends collapsed" from them
-            classes.update(final_tokens=float("nan"), final_phase="")
+            classes.update(final_tokens=float("nan"), final_phase="", recovery_factor=float("nan"))
     return classes
 
 

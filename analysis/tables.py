@@ -110,6 +110,11 @@ def transition_table(tr: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
     return md, table
 
 
+def _judged(label: str) -> bool:
+    """Whether some seed of the cell got a ✓/✗ class (else the label is why none did: too short, diverged)."""
+    return "✓" in label or "✗" in label or "not collapsed" in label
+
+
 def size_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = cells(pp, keys, ["params", "non_embedding", "lowest_stage1", "after_switch", "final_tokens"])
     table["phase_lowest_stage1"] = per_cell(pp, keys, "phase_lowest_stage1", phases_summary)
@@ -121,12 +126,13 @@ def size_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tuple[pd.Data
     if table.non_embedding.notna().any():
         md["non-embedding"] = [fmt_value(v, "params") for v in table.non_embedding]
     md["lowest before switch"] = [fmt_cell(r, "lowest_stage1", "tokens") for _, r in table.iterrows()]
-    md["collapse in S1"] = [NA if pd.isna(r.lowest_stage1) else
+    md["collapse in S1"] = [NA if pd.isna(r.lowest_stage1) else _judged(r.collapse_s1) and
                             f"{r.collapse_s1} (to {tokens_with_phase(r.lowest_stage1, r.phase_lowest_stage1)})"
-                            for _, r in table.iterrows()]
+                            or r.collapse_s1 for _, r in table.iterrows()]
     md["after switch"] = [fmt_cell(r, "after_switch", "tokens") if s else "no switch"
                           for (_, r), s in zip(table.iterrows(), has_switch)]
-    md["recovery in S2"] = [NA if pd.isna(r.after_switch) else f"{r.recovery_s2} (to {fmt_cell(r, 'after_switch', 'tokens')})"
+    md["recovery in S2"] = [NA if pd.isna(r.after_switch) else _judged(r.recovery_s2) and
+                            f"{r.recovery_s2} (to {fmt_cell(r, 'after_switch', 'tokens')})" or r.recovery_s2
                             for _, r in table.iterrows()]
     md["final tokens"] = [fmt_cell(r, "final_tokens", "tokens") for _, r in table.iterrows()]
     md["status"] = table.status
