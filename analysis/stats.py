@@ -26,7 +26,9 @@ def t975(df: int) -> float:
 
 def mean_ci(values) -> tuple[float, float, float, int]:
     """(mean, low, high, n) of the non-NaN values; the interval is NaN with fewer than two values."""
-    x = pd.to_numeric(pd.Series(values, dtype="float64"), errors="coerce").dropna().to_numpy()
+    x = np.asarray(values, dtype="float64") if isinstance(values, np.ndarray) and values.dtype.kind in "fiub" else \
+        pd.to_numeric(pd.Series(values, dtype="float64"), errors="coerce").to_numpy()
+    x = x[~np.isnan(x)]
     n = len(x)
     if n == 0:
         return float("nan"), float("nan"), float("nan"), 0
@@ -48,7 +50,7 @@ def aggregate(frame: pd.DataFrame, keys: list[str], columns: list[str], nonnegat
         group = group if isinstance(group, tuple) else (group,)
         row = dict(zip(keys, group))
         for column in columns:
-            mean, lo, hi, _ = mean_ci(block[column])
+            mean, lo, hi, _ = mean_ci(pd.to_numeric(block[column], errors="coerce").to_numpy(dtype="float64"))
             if column in nonnegative:
                 row[f"{column}_clipped"] = bool(lo < 0)
                 lo = max(lo, 0.0) if not math.isnan(lo) else lo
