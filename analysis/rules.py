@@ -312,7 +312,7 @@ def decide_scaling(sizes: list[dict], rules: Rules, varied=("lr",)) -> dict:
     split = [s for s in sizes if len({band(t, rules) for t in s.get("values", [])}) > 1]
     if split:
         return {"outcome": "undecided", "pattern": "–", "flags": "", "meaning": "undecided: seeds disagree at " + "; ".join(
-            f"hidden {_num(s['hidden'])} ({', '.join(_num(t) for t in s['values'])} tokens: "
+            f"{_num(s['hidden'])} ({', '.join(_num(t) for t in s['values'])} tokens: "
             f"{counted([band(t, rules) for t in s['values']])})" for s in split)}
     if len(sizes) < 2:
         return {"outcome": "undecided", "pattern": "–", "flags": "",

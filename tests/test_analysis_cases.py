@@ -99,7 +99,7 @@ def test_seeds_that_disagree_are_classed_each_never_from_the_mean(split_seeds):
     assert collapse.loc["128", "final status"] == "acceptable (✅ Working)"
     decision = tables["decision"][0].iloc[0]
     assert decision.outcome == "undecided"
-    assert decision.meaning == ("undecided: seeds disagree at hidden 64 (1, 207, 249 tokens: collapsed 1/3, "
+    assert decision.meaning == ("undecided: seeds disagree at 64 (1, 207, 249 tokens: collapsed 1/3, "
                                 "diverse (>100) 2/3)")
 
 
