@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from analysis.fmt import NA, fmt_value
@@ -23,9 +25,17 @@ def per_cell(frame: pd.DataFrame, keys: list[str], column: str, summary) -> list
     return list(frame.groupby(keys, dropna=False, sort=False)[column].agg(lambda s: summary(list(s))))
 
 
+# The per-point columns that count tokens, steps or parameters (or are ratios of counts): their intervals stop
+# at 0 (analysis.stats.aggregate). Drops, % changes, loss gaps and cosines can be negative and are left alone.
+COUNTS = re.compile(r"tokens|step|plateau_start|^(first_collapse|lowest_stage1|after_switch|params|non_embedding|"
+                    r"positions|distinct_targets|recovery|recovery_factor|ratio)$")
+CLIPPED_NOTE = ("0† = the 95% interval reached below 0 and is cut there: counts and steps cannot be negative (the "
+                "seeds disagree too much for a t interval to mean much).")
+
+
 def cells(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
     """Mean [95% interval] per cell, the points' statuses and the number of seeds."""
-    table = aggregate(frame, keys, columns)
+    table = aggregate(frame, keys, columns, nonnegative=[c for c in columns if COUNTS.search(c)])
     table["status"] = per_cell(frame, keys, "status", lambda s: statuses(pd.Series(s)))
     return table
 

@@ -42,11 +42,12 @@ def fmt_value(value, kind: str = "g") -> str:
 
 
 def fmt_cell(row, column: str, kind: str) -> str:
-    """`mean` alone for one seed, `mean [lo, hi]` for several."""
+    """`mean` alone for one seed, `mean [lo, hi]` for several; `0†` for a low end cut at 0 (never negative)."""
     text = fmt_value(row[column], kind)
     lo, hi = row.get(f"{column}_lo"), row.get(f"{column}_hi")
     if text != NA and lo is not None and not pd.isna(lo):
-        text += f" [{fmt_value(lo, kind)}, {fmt_value(hi, kind)}]"
+        clipped = "†" if row.get(f"{column}_clipped") in (True, 1) else ""
+        text += f" [{fmt_value(lo, kind)}{clipped}, {fmt_value(hi, kind)}]"
     return text
 
 

@@ -18,13 +18,16 @@ loss) are left empty.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from bitnet.records import COMPLETED, switch_steps
+from bitnet.records import COMPLETED, DIVERGED, switch_steps
 
 IMPORTED = "imported"  # a foreign run not known to have finished
 SUFFIXES = (".csv", ".txt")
@@ -49,7 +52,8 @@ class ForeignRun:
     path: Path
     labels: dict
     record: dict         # a run.json as bitnet would write it, with only what is known
-    frame: pd.DataFrame  # metrics.csv columns (mapped), numbers as read
+    frame: pd.DataFrame  # metrics.csv columns (mapped), numbers as read, one row per step
+    warnings: list[str] = field(default_factory=list)  # e.g. a step written twice
 
 
 def value(text: str):
@@ -68,7 +72,6 @@ def value(text: str):
         return int(number)
     parsed = float(number) * scale
     return int(parsed) if scale > 1 and parsed.is_integer() else parsed
-    return text
 
 
 def parse_labels(items, option: str) -> dict:
@@ -133,13 +136,67 @@ def nested(labels: dict) -> dict:
     return config
 
 
-def read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
-    """The file as a frame with metrics.csv column names."""
+def _check_rows(path: Path, text: str) -> None:
+    """Every data row as wide as the header, or one wider with an empty last field (a trailing comma, which
+    `index_col=False` reads as nothing). pandas would otherwise shift the columns (the first field becomes the
+    index) or drop the extra fields with only a warning, so any other width is an error naming the line."""
+    rows = csv.reader(io.StringIO(text), skipinitialspace=True)
+    header = next(rows, [])
+    width = len(header) - (1 if header and not header[-1].strip() else 0)
+    for number, row in enumerate(rows, start=2):
+        fields = row[:-1] if len(row) == width + 1 and not row[-1].strip() else row
+        if len(fields) > width and any(f.strip() for f in fields[width:]):
+            raise ForeignCSVError(f"{path}, line {number}: {len(fields)} fields but the header has {width} columns "
+                                  f"({','.join(row)!r}); fix the row or add the column's name to the header")
+
+
+def parse_steps(path: Path, steps: pd.Series) -> pd.Series:
+    """The step column as integers: `1000`, `1k`, `10k`, `1.5M` (as in labels); anything else, or an empty step,
+    is an error naming the file and line (line 1 is the header), never a row quietly dropped."""
+    parsed = []
+    for line, text in zip(range(2, len(steps) + 2), steps):
+        number = value(str(text)) if not pd.isna(text) else None
+        if isinstance(number, float) and number.is_integer():
+            number = int(number)
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise ForeignCSVError(f"{path}, line {line}: step {'(empty)' if pd.isna(text) else repr(str(text))} is not "
+                                  f"a number of steps (allowed: whole numbers such as 1000, 1k, 10k, 1.5M)")
+        parsed.append(number)
+    return pd.Series(parsed, index=steps.index, dtype="int64")
+
+
+def duplicate_steps(path, frame: pd.DataFrame) -> list[str]:
+    """Warnings for steps written more than once with identical rows (kept once); rows of one step that differ
+    are an error: which of them holds the run's figures cannot be known."""
+    notes = []
+    for step, rows in frame[frame.step.duplicated(keep=False)].groupby("step", sort=True):
+        if len(rows.astype(str).drop_duplicates()) > 1:
+            raise ForeignCSVError(f"{path}: step {step} is written {len(rows)} times with different values; keep "
+                                  f"the row that holds the run's figures and delete the others")
+        notes.append(f"{path}: step {step} is written {len(rows)} times (identical rows, read once)")
+    return notes
+
+
+def _read(text: str, **options) -> pd.DataFrame:
+    # index_col=False: a trailing comma on the rows never turns the first column into the index; pandas warns
+    # that it drops the empty last field, which _check_rows has already told apart from a real extra field
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        return pd.read_csv(io.StringIO(text), skipinitialspace=True, index_col=False, **options)
+
+
+def read_table(path: Path, columns: dict[str, str]) -> tuple[pd.DataFrame, list[str], tuple[int, str] | None]:
+    """The file as a frame with metrics.csv column names and integer steps, the warnings about it, and where
+    its loss is first written as nan or inf (first_nonfinite)."""
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        text = Path(path).read_text()
+        _check_rows(path, text)
+        frame = _read(text)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, csv.Error) as err:
         raise ForeignCSVError(f"{path}: not a CSV file with a header ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    # a header that ends in a comma names an empty last column: nothing to keep
+    frame = frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed: ") and frame[c].isna().all()])
     if _NUMBER.fullmatch(str(frame.columns[0]).strip()):
         raise ForeignCSVError(f"{path}: the first line is not a header (expected column names such as "
                               f"Step,Loss,Unique Tokens)")
@@ -155,7 +212,25 @@ def read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     if frame.columns.duplicated().any():
         twice = sorted(set(frame.columns[frame.columns.duplicated()]))
         raise ForeignCSVError(f"{path}: several columns map to {', '.join(twice)}; map them apart with --columns")
-    return frame
+    frame["step"] = parse_steps(path, frame["step"])
+    notes = duplicate_steps(path, frame)
+    # The same cells as text: a loss written as nan or inf (a diverged run) and an empty cell (not logged at
+    # that step) both read as NaN above, and must not be taken for one another.
+    cells = _read(text, dtype=str, keep_default_na=False)
+    cells = cells[[c for c in cells.columns if c in renamed]].rename(columns=renamed)
+    return frame.drop_duplicates("step"), notes, first_nonfinite(frame, cells)
+
+
+NONFINITE = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+def first_nonfinite(frame: pd.DataFrame, cells: pd.DataFrame) -> tuple[int, str] | None:
+    """(step, "loss nan") at the first row whose training or eval loss is written as nan or inf, else None."""
+    for row, step in sorted(enumerate(frame.step), key=lambda item: item[1]):
+        for column in ("loss", "eval_loss"):
+            if column in cells and str(cells[column].iloc[row]).strip().lower() in NONFINITE:
+                return int(step), f"{column} {cells[column].iloc[row].strip()}"
+    return None
 
 
 def _label_lookup(labelling: Labelling, files: list[Path]) -> dict[Path, dict]:
@@ -189,13 +264,14 @@ def read_foreign(paths, labelling: Labelling | None = None) -> list[ForeignRun]:
     runs = []
     for path in files:
         labels = {**labelling.common, **labels_from_name(path, labelling.pattern), **per_file[path]}
-        frame = read_table(path, labelling.columns)
-        runs.append(ForeignRun(path, labels, foreign_record(labels, frame), frame))
+        frame, notes, nonfinite = read_table(path, labelling.columns)
+        runs.append(ForeignRun(path, labels, foreign_record(labels, frame, nonfinite), frame, notes))
     return runs
 
 
-def foreign_record(labels: dict, frame: pd.DataFrame) -> dict:
-    """A run.json for a foreign run: its labels as config, and nothing that the file and labels do not say."""
+def foreign_record(labels: dict, frame: pd.DataFrame, nonfinite: tuple[int, str] | None = None) -> dict:
+    """A run.json for a foreign run: its labels as config, and nothing that the file and labels do not say. A
+    loss written as nan or inf makes it `diverged` at that step, as bitnet records its own runs."""
     config = nested(labels)
     for key in ("train.steps", "lr.switch_step", "wd.switch_step"):
         if key in labels and not (isinstance(labels[key], int) and not isinstance(labels[key], bool)):
@@ -206,7 +282,11 @@ def foreign_record(labels: dict, frame: pd.DataFrame) -> dict:
     note = None if finished else (
         f"stops at step {reached:.0f} of train.steps={steps}" if steps is not None else
         "whether this run finished is unknown: give train.steps (--set, --name-pattern or --label)")
-    return {"status": COMPLETED if finished else IMPORTED, "last_step": steps, "total_steps": steps,
+    status = DIVERGED if nonfinite else COMPLETED if finished else IMPORTED
+    if nonfinite:
+        note = f"diverged: {nonfinite[1]} at step {nonfinite[0]}"
+    return {"status": status, "last_step": steps, "total_steps": steps,
+            "diverged_step": nonfinite[0] if nonfinite else None,
             "eval_positions": None, "eval_unique_targets": None, "unigram_entropy": None,
             "vocab_size": labels.get("data.vocab_size"),
             "switch_steps": switch_steps(config), "config": config, "error": note}

@@ -21,12 +21,15 @@ training code (analysis/foreign.py). Among those, the label keys whose values di
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -72,6 +75,7 @@ class Sweep:
 
 
 # ---- the grid ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _parser():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -83,10 +87,19 @@ def _key(override) -> str:
     return key if not override.package else f"{key}@{override.package}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_one(line: str) -> tuple[str, object] | None:
+    """One override line -> (key, value), None for a deletion. Cached: the points of a sweep share most of their
+    lines, and Hydra's parser takes milliseconds a line (twice per point: grid.json and overrides.yaml)."""
+    [override] = _parser().parse_overrides([line])
+    return None if override.is_delete() else (_key(override), override.value())
+
+
 def parse_overrides(lines: list[str]) -> dict:
     """['hidden=32', '+intervention=standard'] -> {'hidden': 32, 'intervention': 'standard'}, values typed as
     Hydra types them."""
-    return {_key(o): o.value() for o in _parser().parse_overrides(list(lines)) if not o.is_delete()}
+    pairs = [_parse_one(str(line)) for line in lines]
+    return {key: copy.deepcopy(value) for key, value in filter(None, pairs)}  # a cached list is never shared
 
 
 def read_manifest(sweep_dir: Path) -> list[dict] | None:
@@ -166,14 +179,26 @@ def read_metrics(path: Path, warn=None) -> pd.DataFrame:
 
 def tidy_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """The standard columns present (NaN when absent) and numeric, one row per step, sorted."""
-    frame = frame.copy()
+    if all(c in frame and frame[c].dtype.kind in "fiu" for c in CORE_COLUMNS) and frame["step"].dtype.kind in "iu" \
+            and frame["step"].is_monotonic_increasing and frame["step"].is_unique:  # bitnet's own CSVs: as read
+        return frame.reset_index(drop=True)
+    # one new frame from its columns as arrays (frame-wide inserts and astype copy the whole frame each time)
+    columns = {column: frame[column].to_numpy() for column in frame.columns}
     for column in CORE_COLUMNS:
         if column not in frame:
-            frame[column] = float("nan")
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame = frame.dropna(subset=["step"])
-    frame["step"] = frame["step"].astype(int)
-    return frame.sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)
+            columns[column] = np.full(len(frame), np.nan)
+        elif frame[column].dtype.kind not in "fiu":  # already numbers: no parsing
+            columns[column] = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    keep = ~np.isnan(columns["step"])
+    if not keep.all():
+        columns = {column: values[keep] for column, values in columns.items()}
+    columns = {column: np.asarray(values, dtype=float) if column in CORE_COLUMNS else values
+               for column, values in columns.items()}
+    columns["step"] = columns["step"].astype(int)
+    frame = pd.DataFrame(columns)
+    if not frame["step"].is_monotonic_increasing or frame["step"].duplicated().any():
+        frame = frame.sort_values("step", kind="stable").drop_duplicates("step", keep="last")
+    return frame.reset_index(drop=True)
 
 
 def _switch_from_csv(metrics: pd.DataFrame, column: str):
@@ -263,6 +288,7 @@ def _load_loose(runs: list[Path], foreign: list[Path], labelling: Labelling | No
     runs nothing tells apart are never averaged as if they were seeds of one cell."""
     loaded = [load_point(folder, folder.parent, warnings.append) for folder in runs]
     for run in read_foreign(foreign, labelling) if foreign else []:
+        warnings += run.warnings
         metrics = tidy_metrics(run.frame)
         loaded.append((point_info(run.path, run.path.parent, run.labels, run.record, metrics), metrics))
     keys = varying_keys([info["overrides"] for info, _ in loaded])
@@ -362,17 +388,14 @@ def load_sweeps(sweep_dirs, *, warn=None, labelling: Labelling | None = None) ->
         points["point"] = [Path(f).name or p for f, p in zip(points.folder, points.point)]
     points["n_rows"] = [len(m) for m in frames]
     points["reached_step"] = [int(m.step.max()) if len(m) else None for m in frames]
-    configs = {(p.sweep, p.point): info["_flat"] for (_, p), info in zip(points.iterrows(), infos)}
+    configs = {(s, p): info["_flat"] for s, p, info in zip(points.sweep, points.point, infos)}
 
-    tidy = []
-    for (_, point), metrics in zip(points.iterrows(), frames):
-        if metrics.empty:  # keep the point visible: one row with no metrics
-            metrics = pd.DataFrame({c: [float("nan")] for c in metrics.columns})
-        block = metrics.copy()
-        for column in reversed(points.columns):
-            block.insert(0, column, [point[column]] * len(block))
-        tidy.append(block)
-    frame = pd.concat(tidy, ignore_index=True)
+    # each point's columns repeated over its metric rows (a point without metrics keeps one row of NaN metrics,
+    # so that it stays visible), beside all the metric rows: one concat, not one insert per column and point
+    frames = [m if len(m) else pd.DataFrame({c: [float("nan")] for c in m.columns}) for m in frames]
+    repeated = points.loc[points.index.repeat([len(m) for m in frames])].reset_index(drop=True)
+    metrics = pd.concat(frames, ignore_index=True)
+    frame = pd.concat([repeated, metrics.drop(columns=[c for c in metrics.columns if c in repeated])], axis=1)
     for message in warnings:
         if warn:
             warn(message)

@@ -3,11 +3,13 @@ aggregate over seeds and the plots draw. Uses analysis.rules for every class; kn
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from analysis.fmt import fmt_value, step_label
 from analysis.load import CONFIG_COLUMNS, Sweep
-from analysis.rules import Rules, signature_parts, signature_verdict, trajectory_class, verdict
+from analysis.rules import (Rules, diverged, longest_stall, ratio_class, signature_parts, signature_verdict, token_class,
+                            too_short, trajectory_class, verdict)
 from bitnet.records import FINISHED_STATUSES
 
 # Collapse diagnostics (bitnet/diagnostics.py) that the diagnostics table shows at each point's deepest collapse
@@ -31,21 +33,23 @@ def cell_keys(sweep: Sweep, pool: bool = False) -> tuple[list[str], list[str]]:
     keys = [k for k in sweep.swept if k != "seed"]
     points = sweep.points
     known = points[points.status != "missing"]
-    configs = {(p.sweep, p.point): sweep.configs.get((p.sweep, p.point), {}) for _, p in known.iterrows()}
-    candidates = list(dict.fromkeys([*CONFIG_COLUMNS, *(k for c in configs.values() for k in c), "eval_positions"]))
+    configs = [sweep.configs.get(point, {}) for point in zip(known.sweep, known.point)]
+    candidates = list(dict.fromkeys([*CONFIG_COLUMNS, *(k for c in configs for k in c), "eval_positions"]))
     swept_groups = tuple(f"{k.removesuffix('.name')}." for k in keys)
+    cells = list(zip(*(known[k].astype(str) for k in keys))) if keys else [()] * len(known)
     differing = []
     for key in candidates:
         if key in keys or key in EXECUTION_KEYS or key.startswith(swept_groups) and key not in CONFIG_COLUMNS:
             continue
-        values = known[key] if key in known else pd.Series(
-            [configs[(p.sweep, p.point)].get(key) for _, p in known.iterrows()], index=known.index, dtype=object)
-        texts = values.map(lambda v: None if v is None or (isinstance(v, float) and v != v) else repr(v))
-        groups = texts.groupby([known[k].astype(str) for k in keys]) if keys else [((), texts)]
-        if any(block.dropna().nunique() > 1 for _, block in groups):
+        values = known[key].tolist() if key in known else [c.get(key) for c in configs]
+        seen = {}  # cell -> the distinct values of this key among its points (None and NaN are no value)
+        for cell, value in zip(cells, values):
+            if value is not None and not (isinstance(value, float) and value != value):
+                seen.setdefault(cell, set()).add(repr(value))
+        if any(len(texts) > 1 for texts in seen.values()):
             differing.append(key)
             if key not in points:
-                points[key] = [sweep.configs.get((p.sweep, p.point), {}).get(key) for _, p in points.iterrows()]
+                points[key] = [sweep.configs.get(point, {}).get(key) for point in zip(points.sweep, points.point)]
     return (keys if pool else keys + differing), differing
 
 
@@ -68,14 +72,22 @@ def switch_events(point: pd.Series) -> list[tuple[int, str]]:
 def point_curves(sweep: Sweep, rules: Rules = Rules()) -> dict:
     """(sweep, point) -> that point's metric rows indexed by step (empty for missing points), with the learning
     phase of every row (`phase`)."""
-    curves = {}
-    points = sweep.points.set_index(["sweep", "point"])
-    for key, block in sweep.frame.groupby(["sweep", "point"], sort=False):
-        curve = block.dropna(subset=["step"]).astype({"step": int}).set_index("step")
-        ln_vocab, unigram = points.at[key, "ln_vocab"], points.at[key, "unigram_entropy"]
-        eval_loss = curve["eval_loss"] if "eval_loss" in curve else pd.Series(float("nan"), index=curve.index)
-        curve["phase"] = [rules.phase(loss, ln_vocab, unigram) for loss in pd.to_numeric(eval_loss, errors="coerce")]
-        curves[key] = curve
+    frame = sweep.frame[sweep.frame["step"].notna()]
+    eval_loss = pd.to_numeric(frame["eval_loss"], errors="coerce") if "eval_loss" in frame else \
+        pd.Series(float("nan"), index=frame.index)
+    frame = frame.assign(phase=[rules.phase(loss, ln_vocab, unigram) for loss, ln_vocab, unigram
+                                in zip(eval_loss, frame["ln_vocab"], frame["unigram_entropy"])]).astype({"step": int})
+    # row ranges per point (the frame holds each point's rows together), cut by position: no groupby copies
+    key = list(zip(frame["sweep"], frame["point"]))
+    frame = frame.set_index("step")  # once: per point it would copy the wide frame 400 times
+    curves, start = {}, 0
+    for end in range(1, len(key) + 1):
+        if end == len(key) or key[end] != key[start]:
+            curves[key[start]] = frame.iloc[start:end]
+            start = end
+    for point in zip(sweep.points.sweep, sweep.points.point):  # a point without a row with a step
+        if point not in curves:
+            curves[point] = frame.iloc[:0]
     return curves
 
 
@@ -131,15 +143,40 @@ def _loss_column(curve: pd.DataFrame) -> str | None:
     return None
 
 
+def unjudged(sweep: Sweep, point: pd.Series, curve: pd.DataFrame) -> tuple[str, str]:
+    """(too short, diverged): why the point cannot be classed (analysis.rules.too_short and .diverged), "" when
+    it can. Warm-up from the point's resolved config (`lr.warmup`, 0 when unknown)."""
+    steps = curve.index.to_numpy()
+    counted = ~np.isnan(np.asarray(curve["unique_tokens"], dtype=float)) if "unique_tokens" in curve else []
+    last = int(steps[counted][-1]) if np.any(counted) else None
+    warmup = sweep.configs.get((point["sweep"], point["point"]), {}).get("lr.warmup")
+    short = too_short(last, warmup, curve["phase"].to_numpy()[counted][-1]) if last is not None else ""
+    losses = []
+    for column in ("loss", "eval_loss"):
+        values = np.asarray(curve[column], dtype=float) if column in curve else np.array([])
+        losses += [(int(s), column, float(v)) for s, v in zip(steps[~np.isnan(values)], values[~np.isnan(values)])]
+    error = point.get("error")
+    return short, diverged(point["status"], error if isinstance(error, str) else None, sorted(losses), point.get("ln_vocab"))
+
+
 def collapse_measures(curve: pd.DataFrame, rules: Rules, first_switch, finished: bool) -> dict:
     """First step at or below the collapse level, the minimum and its step (the first, on ties), the recovery
     factor final / minimum, the loss from the first row with a loss up to the minimum, the trajectory class."""
     tokens = curve["unique_tokens"].dropna() if "unique_tokens" in curve else pd.Series(dtype=float)
     out = {"first_collapse": float("nan"), "min_tokens": float("nan"), "min_step": float("nan"),
            "recovery_factor": float("nan"), "loss_start": float("nan"), "loss_at_min": float("nan"),
-           "loss_kind": "", "trajectory": "", "phase_at_min": ""}
+           "loss_kind": "", "trajectory": "", "phase_at_min": "", "stall_start": float("nan"),
+           "stall_end": float("nan"), "stall_phase": "", "plateau": ""}
     if tokens.empty:
         return out
+    out["plateau"] = "none"
+    stall = longest_stall(list(tokens.items()), rules)
+    if stall:  # reported whether or not a switch ends it: a plateau the run leaves on its own is still one
+        phases = [p for p in curve.loc[stall[0]:stall[1], "phase"] if p]
+        phases = ", ".join(dict.fromkeys("phase unknown" if p == "unknown" else p for p in phases))
+        out.update(stall_start=stall[0], stall_end=stall[1], stall_phase=phases,
+                   plateau=f"{step_label(stall[0])}-{step_label(stall[1])} ({fmt_value(stall[1] - stall[0], 'step')} "
+                           f"steps), {phases}")
     collapsed = [s for s, t in tokens.items() if rules.collapsed(t)]
     min_step = tokens.idxmin()
     out.update(first_collapse=collapsed[0] if collapsed else float("nan"), min_tokens=tokens.min(), min_step=min_step,
@@ -159,9 +196,11 @@ def collapse_measures(curve: pd.DataFrame, rules: Rules, first_switch, finished:
 def signature_measures(curve: pd.DataFrame, rules: Rules, first_switch, ln_vocab) -> dict:
     """The collapse-signature parts and verdict of one point (analysis.rules.signature_parts)."""
     column = _loss_column(curve)
-    evaluations = [{"step": step, "tokens": row.get("unique_tokens"), "phase": row.get("phase"),
-                    "loss": pd.to_numeric(row.get(column), errors="coerce") if column else float("nan")}
-                   for step, row in curve.iterrows()]
+    nothing = [float("nan")] * len(curve)
+    evaluations = [{"step": step, "tokens": tokens, "phase": phase, "loss": loss} for step, tokens, phase, loss in zip(
+        curve.index, curve["unique_tokens"] if "unique_tokens" in curve else nothing,
+        curve["phase"] if "phase" in curve else [None] * len(curve),
+        pd.to_numeric(curve[column], errors="coerce") if column else nothing)]  # columns, not iterrows: 10x faster
     parts = signature_parts(evaluations, rules, first_switch, None if pd.isna(ln_vocab) else float(ln_vocab))
     return {"signature": signature_verdict(parts) if len(curve) else "",
             **{f"signature_{k}": v for k, v in parts.items()}}
@@ -180,8 +219,9 @@ def per_point(sweep: Sweep, curves: dict, steps: list[int], early: int, late: in
                "first_switch": first_switch, "params": point["params_total"],
                "non_embedding": point["params_non_embedding"], "positions": point["eval_positions"],
                "distinct_targets": point["eval_unique_targets"], "label_smoothing": point.get("train.label_smoothing")}
-        for step in steps:
-            row[f"tokens@{step}"] = at(curve, step, "unique_tokens")
+        by_step = dict(zip(curve.index, curve["unique_tokens"])) if "unique_tokens" in curve else {}
+        for step in steps:  # a dict, not .at: thousands of lookups over a large sweep
+            row[f"tokens@{step}"] = by_step.get(step, float("nan"))
         tokens = curve["unique_tokens"].dropna() if "unique_tokens" in curve else pd.Series(dtype=float)
         stage1 = tokens[tokens.index <= first_switch] if first_switch is not None else tokens
         after_steps = [s for s in tokens.index if first_switch is not None and s > first_switch]
@@ -194,7 +234,7 @@ def per_point(sweep: Sweep, curves: dict, steps: list[int], early: int, late: in
         row["final_phase"] = curve.at[tokens.index[-1], "phase"] if finished else ""
         row["final_eval_loss"] = curve["eval_loss"].dropna().iloc[-1] \
             if finished and "eval_loss" in curve and curve["eval_loss"].notna().any() else float("nan")
-        row["tokens_early"], row["tokens_late"] = at(curve, early, "unique_tokens"), at(curve, late, "unique_tokens")
+        row["tokens_early"], row["tokens_late"] = by_step.get(early, float("nan")), by_step.get(late, float("nan"))
         row["phase_late"] = at(curve, late, "phase") if late in curve.index else ""
         row["ratio"] = row["tokens_late"] / row["tokens_early"] if row["tokens_early"] else float("nan")
         row["max_tokens"] = tokens.max() if len(tokens) else float("nan")
@@ -202,8 +242,33 @@ def per_point(sweep: Sweep, curves: dict, steps: list[int], early: int, late: in
         row.update(signature_measures(curve, rules, first_switch, point.get("ln_vocab")))
         if point["status"] not in FINISHED_STATUSES:  # a run that may still change (or never ran) is not judged
             row["signature"] = f"undecided ({point['status']})"
+        row["too_short"], row["diverged"] = unjudged(sweep, point, curve)
+        row.update(seed_classes(row, rules))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def seed_classes(row: dict, rules: Rules) -> dict:
+    """The classes of one seed, which the tables count over a cell's seeds (k/n) instead of classing the mean.
+    A point that diverged or is too short to tell gets that reason in place of every class (`unjudged`)."""
+    reason = row["diverged"] or row["too_short"]
+    lowest, after = row["lowest_stage1"], row["after_switch"]
+    classes = {
+        "unjudged": reason,
+        "ratio_class": ratio_class(row["ratio"]) if not pd.isna(row["ratio"]) else "",
+        "status_late": "{} ({})".format(*token_class(row["tokens_late"])) if not pd.isna(row["tokens_late"]) else "",
+        "status_final": "{} ({})".format(*token_class(row["final_tokens"])) if not pd.isna(row["final_tokens"]) else "",
+        "collapse_s1": "" if pd.isna(lowest) else "✓" if rules.collapsed(lowest) else "✗",
+        # recovered = above the collapse level after the switch, having been at or below it before it
+        "recovery_s2": "" if pd.isna(after) or pd.isna(lowest) else "not collapsed" if not rules.collapsed(lowest)
+        else "✗" if rules.collapsed(after) else "✓",
+    }
+    if reason:
+        classes.update({k: reason for k in classes if k != "unjudged"},
+                       trajectory=reason, signature=reason)
+        if row["diverged"]:  # its last figures are not a trained model's: no "ends collapsed" from them
+            classes.update(final_tokens=float("nan"), final_phase="", recovery_factor=float("nan"))
+    return classes
 
 
 def data_errors(pp: pd.DataFrame) -> list[str]:
@@ -252,6 +317,7 @@ def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: 
     rows = []
     for _, point in sweep.points.iterrows():
         curve = curves[(point["sweep"], point["point"])]
+        short, blown = unjudged(sweep, point, curve)
         evaluated = curve[curve["unique_tokens"].notna()] if "unique_tokens" in curve else curve.iloc[:0]
         flips = pd.to_numeric(curve["flip_rate"], errors="coerce").dropna() if "flip_rate" in curve else []
         median = float(flips.median()) if len(flips) else float("nan")
@@ -262,10 +328,11 @@ def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: 
                  "final": evaluated.index[-1] if finished else None}
         for where, step in steps.items():
             row[f"step@{where}"] = step if step is not None else float("nan")
-            values = {c: at(curve, step, c) for c in columns}
+            found = curve.loc[step] if step is not None else {}
+            values = {c: found.get(c, float("nan")) for c in columns}
             for column, value in values.items():
                 row[f"{column}@{where}"] = pd.to_numeric(value, errors="coerce")
-            row[f"verdict@{where}"] = "; ".join(verdict(values, median)) or "–"
+            row[f"verdict@{where}"] = blown or short or "; ".join(verdict(values, median)) or "–"
             row[f"phase@{where}"] = at(curve, step, "phase") if step is not None else ""
         rows.append(row)
     return pd.DataFrame(rows)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bitnet.phases import CONTEXTUAL_MARGIN, NEAR_UNIFORM_SHARE, UNKNOWN, learning_phase, phase_rule
+from bitnet.phases import (CONTEXTUAL, CONTEXTUAL_MARGIN, DIVERGING_MARGIN, NEAR_UNIFORM_SHARE, UNKNOWN, learning_phase,
+                           phase_rule)
 
 # Collapse ratio = tokens(LATE) / tokens(EARLY): the seeds' bands, plus "rising" above 1 (tokens grew: a
 # recovery is not stability).
@@ -39,6 +40,12 @@ COSINE_HIGH = 0.9     # mean cosine of final hidden states across positions
 CHURN_FACTOR = 2.0    # flip rate above this many times the point's own median flip rate
 REPEAT_HIGH = 0.5     # share of greedy trigrams already seen earlier in the same continuation
 
+# Runs too short to judge (see `too_short`): the steps after warm-up that the unigram phase usually lasts. The
+# faithful default recipe (the committed 64-wide runs under results/: forensics_study suspect=faithful and
+# default_model_1000 optim=adamw, warm-up 50) reaches the contextual phase by step 100-125, i.e. within 75 steps of
+# its warm-up; 300 allows four times that. A run still in the unigram phase after it is reported as a stall
+# (the trajectory table's plateau), not hidden as too short: slower recipes (coupled L2) take up to 400.
+UNIGRAM_SPAN = 300
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,44 @@ class Rules:
 
 def _ok(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+# ---- runs that cannot be judged ---------------------------------------------------------------------------
+def too_short_rule() -> str:
+    return (f"too short to tell = the run stops within its LR warm-up, or before warm-up + {UNIGRAM_SPAN} steps "
+            f"without reaching the contextual phase ({UNIGRAM_SPAN} = four times the unigram phase's span in the "
+            f"faithful default recipe, which leaves it within 75 steps of its warm-up); such a run gets no class, "
+            f"trajectory or verdict")
+
+
+def too_short(last_step, warmup, final_phase: str) -> str:
+    """"too short to tell: N steps, needs about M" for a run whose last evaluation (`last_step`, its phase
+    `final_phase`) is within its warm-up, or before the unigram phase's usual span without having left the
+    unigram phase; "" when it can be judged."""
+    if not _ok(last_step):
+        return ""
+    warmup = int(warmup) if _ok(warmup) else 0
+    needs = warmup + UNIGRAM_SPAN
+    if last_step <= warmup or (last_step < needs and final_phase != CONTEXTUAL):
+        return f"too short to tell: {int(last_step)} steps, needs about {needs}"
+    return ""
+
+
+def diverged_rule() -> str:
+    return (f"diverged = recorded as diverged, or a training or eval loss that is NaN/infinite or above ln V + "
+            f"{DIVERGING_MARGIN:g} after step 0: listed apart, never classed")
+
+
+def diverged(status: str, error, losses: list[tuple[int, str, float]], ln_vocab) -> str:
+    """Why a run cannot be judged because its loss blew up, or "": its run.json status is diverged, or a loss
+    [(step, column, value)] after step 0 is infinite or above ln V + DIVERGING_MARGIN (worse than a uniform guess)."""
+    if status == "diverged":
+        return f"diverged ({error})" if error else "diverged"
+    for step, column, loss in losses:
+        if step > 0 and _ok(loss) and (math.isinf(loss) or (_ok(ln_vocab) and loss > ln_vocab + DIVERGING_MARGIN)):
+            return (f"diverged: {column.replace('_', ' ')} {loss:.2f} at step {step}" + ("" if math.isinf(loss) else
+                    f", above ln V = {ln_vocab:.2f}"))
+    return ""
 
 
 # ---- classes of one number --------------------------------------------------------------------------------
@@ -152,6 +197,20 @@ def trajectory_class(tokens_by_step: list[tuple[int, float]], rules: Rules, swit
     return RECOVERED + suffix
 
 
+def longest_stall(tokens_by_step: list[tuple[int, float]], rules: Rules) -> tuple[int, int] | None:
+    """(first step, last step) of the longest stretch of consecutive evaluations at or below the collapse level
+    (two or more evaluations; the earliest on ties), whether or not a switch ends it; None without one."""
+    best, start = None, None
+    for step, tokens in [(s, t) for s, t in tokens_by_step if _ok(t)]:
+        if rules.collapsed(tokens):
+            start = step if start is None else start
+            if start != step and (best is None or step - start > best[1] - best[0]):
+                best = (start, step)
+        else:
+            start = None
+    return best
+
+
 # ---- the investigation's collapse signature ---------------------------------------------------------------
 def signature_rule(rules: Rules) -> str:
     return (f"plateau = at most {rules.signature_tokens:g} unique tokens at every evaluation from its start to the "
@@ -226,14 +285,35 @@ def scaling_rule(rules: Rules) -> str:
             f"size, none diverse); decided only when every size has a value at that step")
 
 
-def decide_scaling(sizes: list[dict], rules: Rules) -> dict:
+def band(tokens, rules: Rules) -> str:
+    """What the scaling decision reads off one seed: collapsed, diverse or in between."""
+    return "collapsed" if rules.collapsed(tokens) else f"diverse (>{rules.diverse:g})" if tokens > rules.diverse \
+        else "in between"
+
+
+def undecided_because(groups: list[dict], key: str) -> str:
+    """"undecided: waiting for 768 (failed); 256 (too short to tell: ...)" from the groups' `waiting` statuses
+    and `short` reasons (runs too short to judge), or "" when every group can be judged."""
+    waiting = [f"{_num(g[key])} ({', '.join(g['waiting'])})" for g in groups if g["waiting"]]
+    short = [f"{_num(g[key])} ({', '.join(dict.fromkeys(g['short']))})" for g in groups if g.get("short")]
+    parts = ([f"waiting for {', '.join(waiting)}"] if waiting else []) + short
+    return f"undecided: {'; '.join(parts)}" if parts else ""
+
+
+def decide_scaling(sizes: list[dict], rules: Rules, varied=("lr",)) -> dict:
     """sizes: [{hidden, tokens (mean over seeds, NaN when no point has it), seeds (n with a value), waiting
-    (["failed", "running"...] of the size's points without a value)}] in hidden order.
-    Returns {outcome, pattern, meaning, flags}."""
-    waiting = [f"{_num(s['hidden'])} ({', '.join(s['waiting'])})" for s in sizes if s["waiting"]]
-    if waiting:
-        return {"outcome": "undecided", "pattern": "–", "flags": "",
-                "meaning": f"undecided: waiting for {', '.join(waiting)}"}
+    (["failed", "running"...] of the size's points without a value), short (too-short reasons, optional), values
+    (each seed's tokens, optional)}] in hidden order; `varied`: the sweep's keys, since advice about the LR
+    comes only from a sweep that varies it. Seeds of one size in different bands (`band`) leave it
+    undecided: a class is never read off their mean. Returns {outcome, pattern, meaning, flags}."""
+    unjudged = undecided_because(sizes, "hidden")
+    if unjudged:
+        return {"outcome": "undecided", "pattern": "–", "flags": "", "meaning": unjudged}
+    split = [s for s in sizes if len({band(t, rules) for t in s.get("values", [])}) > 1]
+    if split:
+        return {"outcome": "undecided", "pattern": "–", "flags": "", "meaning": "undecided: seeds disagree at " + "; ".join(
+            f"{_num(s['hidden'])} ({', '.join(_num(t) for t in s['values'])} tokens: "
+            f"{counted([band(t, rules) for t in s['values']])})" for s in split)}
     if len(sizes) < 2:
         return {"outcome": "undecided", "pattern": "–", "flags": "",
                 "meaning": "undecided: needs two or more hidden sizes"}
@@ -265,15 +345,22 @@ def decide_scaling(sizes: list[dict], rules: Rules) -> dict:
                     "meaning": f"scaling fixes it: hidden ≥ {_num(x)} stays diverse, every smaller size collapses"}
         return {"outcome": "C", "pattern": "gradual", "flags": "; ".join(flags),
                 "meaning": f"mixed: tokens rise with size without a sharp threshold (hidden ≥ {_num(x)} diverse, "
-                           f"smaller sizes in between); combine a larger model with a reduced LR"}
+                           f"smaller sizes in between){_advice(varied, 'combine a larger model with a reduced LR')}"}
     if rising:
         return {"outcome": "C", "pattern": "plateau" if rules.collapsed(tokens[-1]) else "gradual, none diverse",
                 "flags": "; ".join(flags),
                 "meaning": f"mixed: tokens rise with size but no size stays above {rules.diverse:g}; size alone is "
-                           f"not enough, adjust the LR"}
+                           f"not enough{_advice(varied, 'adjust the LR')}"}
     return {"outcome": "B", "pattern": "flat", "flags": "; ".join(flags),
             "meaning": f"no threshold: no size stays above {rules.diverse:g} tokens and tokens do not rise with "
-                       f"size; scaling alone does not fix it, adjust the LR"}
+                       f"size; scaling alone does not fix it{_advice(varied, 'adjust the LR')}"}
+
+
+def _advice(varied, advice: str) -> str:
+    """The LR advice, only when the sweep varied the LR (a sweep over size alone cannot tell what it would do)."""
+    if any(k == "lr" or k.startswith("lr.") for k in varied):
+        return f"; {advice} (the LR is varied here: compare its values' rows)"
+    return "; this sweep does not vary the LR, so it cannot say whether another LR would help"
 
 
 def _num(value) -> str:
@@ -282,22 +369,30 @@ def _num(value) -> str:
 
 # ---- interventions ------------------------------------------------------------------------------------------
 def intervention_summary(arms: list[dict], rules: Rules) -> str:
-    """arms: [{arm, final_tokens (one per seed, NaN when unfinished), waiting}] in declared order. One line
-    naming the arms that end collapsed (every seed at most the collapse level at its last evaluation) and
-    those that do not."""
-    waiting = [f"{a['arm']} ({', '.join(a['waiting'])})" for a in arms if a["waiting"]]
-    if waiting:
-        return f"undecided: waiting for {', '.join(waiting)}"
+    """arms: [{arm, final_tokens (one per judged seed), waiting, short (too-short reasons), diverged (count of
+    diverged seeds)}] in declared order. One line naming the arms that end collapsed (every seed at most the
+    collapse level at its last evaluation), those that do not, and apart, the seeds that diverged."""
+    unjudged = undecided_because(arms, "arm")
+    if unjudged:
+        return unjudged
+    diverged = [f"{a['arm']} ({a['diverged']}/{a['diverged'] + len(a['final_tokens'])} seeds)" for a in arms
+                if a.get("diverged")]
+    arms = [a for a in arms if a["final_tokens"]]  # an arm whose every seed diverged is only listed as such
     ends = [a["arm"] for a in arms if all(rules.collapsed(t) for t in a["final_tokens"])]
     avoids = [a["arm"] for a in arms if not any(rules.collapsed(t) for t in a["final_tokens"])]
     mixed = [a["arm"] for a in arms if a["arm"] not in ends + avoids]
-    rule = f"(ends collapsed = at most {rules.collapse_level:g} unique tokens at the last evaluation)"
+    rule = (f"(ends collapsed = at most {rules.collapse_level:g} unique tokens at the last evaluation"
+            + ("; diverged seeds are listed apart, not judged)" if diverged else ")"))
+    if diverged and not arms:
+        return f"every seed diverged: {', '.join(diverged)} {rule}"
     if not avoids and not mixed:
-        return f"every arm ends collapsed: {', '.join(ends)} {rule}"
+        return (f"every arm ends collapsed: {', '.join(ends)}" + (f"; diverged: {', '.join(diverged)}" if diverged
+                                                                 else "") + f" {rule}")
     parts = [f"{'only ' if len(avoids) == 1 and ends else ''}{', '.join(avoids)} "
              f"{'avoids' if len(avoids) == 1 else 'avoid'} ending collapsed" if avoids else "",
              f"{', '.join(ends)} {'ends' if len(ends) == 1 else 'end'} collapsed" if ends else "",
-             f"{', '.join(mixed)}: seeds disagree" if mixed else ""]
+             f"{', '.join(mixed)}: seeds disagree" if mixed else "",
+             f"diverged: {', '.join(diverged)}" if diverged else ""]
     text = "; ".join(p for p in parts if p)
     # arm names are data ("adamw"): only the sentence's own first word is capitalised
     return (f"O{text[1:]}" if text.startswith("only ") else text) + f" {rule}"

@@ -24,15 +24,15 @@ import sys
 
 import pandas as pd
 
-from analysis.cells import cells, keys_display, per_cell, tokens_with_phase, verdicts_over_seeds
+from analysis.cells import CLIPPED_NOTE, cells, keys_display, per_cell, tokens_with_phase, verdicts_over_seeds
 from analysis.fmt import NA, fmt_cell, fmt_int, fmt_value, step_label
 from analysis.load import Sweep
 from analysis.measures import (DIAGNOSTICS, cell_keys, data_errors, default_collapse_steps, default_steps,
                                evaluated_steps, per_point, per_point_diagnostics, per_transition, point_curves,
                                present_diagnostics)
-from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, phases_summary,
-                            ratio_class, scaling_rule, signature_rule, token_class, trajectory_rule,
-                            unreachable_classes)
+from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, diverged_rule,
+                            label_summary, phases_summary, scaling_rule, signature_rule, too_short_rule,
+                            trajectory_rule, unreachable_classes)
 from analysis.stats import CELLS, factorial_effects
 from analysis.verdict_tables import decision_table, interventions_table, signature_table, trajectory_table
 
@@ -110,23 +110,29 @@ def transition_table(tr: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
     return md, table
 
 
+def _judged(label: str) -> bool:
+    """Whether some seed of the cell got a ✓/✗ class (else the label is why none did: too short, diverged)."""
+    return "✓" in label or "✗" in label or "not collapsed" in label
+
+
 def size_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = cells(pp, keys, ["params", "non_embedding", "lowest_stage1", "after_switch", "final_tokens"])
     table["phase_lowest_stage1"] = per_cell(pp, keys, "phase_lowest_stage1", phases_summary)
+    for column in ("collapse_s1", "recovery_s2"):  # each seed classed, k/n
+        table[column] = per_cell(pp, keys, column, label_summary)
     has_switch = per_cell(pp, keys, "first_switch", lambda s: any(not pd.isna(v) for v in s))
     md = keys_display(table, keys)
     md["params"] = [fmt_value(v, "params") for v in table.params]
     if table.non_embedding.notna().any():
         md["non-embedding"] = [fmt_value(v, "params") for v in table.non_embedding]
     md["lowest before switch"] = [fmt_cell(r, "lowest_stage1", "tokens") for _, r in table.iterrows()]
-    md["collapse in S1"] = [NA if pd.isna(r.lowest_stage1) else
-                            f"{'✓' if rules.collapsed(r.lowest_stage1) else '✗'} (to "
-                            f"{tokens_with_phase(r.lowest_stage1, r.phase_lowest_stage1)})"
-                            for _, r in table.iterrows()]
+    md["collapse in S1"] = [NA if pd.isna(r.lowest_stage1) else _judged(r.collapse_s1) and
+                            f"{r.collapse_s1} (to {tokens_with_phase(r.lowest_stage1, r.phase_lowest_stage1)})"
+                            or r.collapse_s1 for _, r in table.iterrows()]
     md["after switch"] = [fmt_cell(r, "after_switch", "tokens") if s else "no switch"
                           for (_, r), s in zip(table.iterrows(), has_switch)]
-    md["recovery in S2"] = [NA if pd.isna(r.after_switch) else
-                            f"{'✓' if r.after_switch > r.lowest_stage1 else '✗'} (to {fmt_value(r.after_switch, 'tokens')})"
+    md["recovery in S2"] = [NA if pd.isna(r.after_switch) else _judged(r.recovery_s2) and
+                            f"{r.recovery_s2} (to {fmt_cell(r, 'after_switch', 'tokens')})" or r.recovery_s2
                             for _, r in table.iterrows()]
     md["final tokens"] = [fmt_cell(r, "final_tokens", "tokens") for _, r in table.iterrows()]
     md["status"] = table.status
@@ -147,11 +153,11 @@ def _not_reached(pp: pd.DataFrame, keys: list[str], step: int, column: str) -> l
 def collapse_table(pp: pd.DataFrame, keys: list[str], early: int, late: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     table = cells(pp, keys, ["tokens_early", "tokens_late", "ratio", "final_tokens", "positions",
                               "distinct_targets"])
-    table["ratio_class"] = [ratio_class(r) for r in table.ratio]
+    # each seed classed and counted (k/n): a class is never read off the mean of seeds that disagree
+    for column in ("ratio_class", "status_late", "status_final"):
+        table[column] = per_cell(pp, keys, column, label_summary)
     table["phase_late"] = per_cell(pp, keys, "phase_late", phases_summary)
     table["final_phase"] = per_cell(pp, keys, "final_phase", phases_summary)
-    table["status_late"] = ["{} ({})".format(*token_class(t)) if not pd.isna(t) else NA for t in table.tokens_late]
-    table["status_final"] = ["{} ({})".format(*token_class(t)) if not pd.isna(t) else NA for t in table.final_tokens]
     md = keys_display(table, keys)
     for step, column in ((early, "tokens_early"), (late, "tokens_late")):
         md[f"tokens @{step_label(step)}"] = [fmt_cell(r, column, "tokens") if not why else why for (_, r), why
@@ -324,7 +330,9 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
                      f"positions is unreachable.", phase],
         "trajectory": [f"Trajectory: {trajectory_rule(rules)}. Minimum: the fewest unique tokens (first on ties); "
                        f"loss into the minimum: from the first row with a loss to the minimum's row (eval loss when "
-                       f"the runs have one, else training loss).", phase],
+                       f"the runs have one, else training loss). Longest plateau: the longest stretch of consecutive "
+                       f"evaluations at or below {rules.collapse_level:g} unique tokens, whether or not a switch ends "
+                       f"it, with the learning phases on it.", phase],
         "interventions": [f"Summary: {line}" for line in summaries] + [f"Trajectory: {trajectory_rule(rules)}.", phase],
         "signature": [f"Rule: {signature_rule(rules)}. The investigation's runs: about 2 tokens for most of stage 1 "
                       f"while the loss stalls near ln V, then at the WD switch a drop of about 3 nats and about 10 "
@@ -346,6 +354,14 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
             f"Points that differ in {', '.join(differing)} (not only in seed) are "
             + ("POOLED as seeds anyway (--pool)." if pool else "kept in separate cells; --pool averages them as seeds.")]
     notes["points"] = notes.get("points", []) + data_errors(pp)
+    for name, (_, csv) in tables.items():
+        if any(csv[c].eq(True).any() for c in csv.columns if str(c).endswith("_clipped")):
+            notes.setdefault(name, []).append(CLIPPED_NOTE)
+    unjudged = [rule for rule, column in ((too_short_rule(), "too_short"), (diverged_rule(), "diverged"))
+                if (pp[column] != "").any()]
+    if unjudged:  # said under every table that classes points, only when some point is not classed
+        for name in ("size", "collapse", "trajectory", "interventions", "signature", "decision", "diagnostics"):
+            notes.setdefault(name, []).insert(0, f"Not classed: {'; '.join(unjudged)}.")
     return tables, {"steps": steps, "early": early, "late": late, "why": why, "keys": keys, "differing": differing,
                     "per_point": pp, "interventions_summary": summaries, "diagnostics": diagnostics,
                     "per_point_diagnostics": dp, "notes": notes, "rules": rules, "curves": curves}

@@ -17,6 +17,7 @@ def trajectory_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
                               "loss_at_min", "final_tokens"])
     for column in ("trajectory", "loss_kind"):
         table[column] = per_cell(pp, keys, column, label_summary)
+    table["plateau"] = per_cell(pp, keys, "plateau", label_summary)
     table["phase_at_min"] = per_cell(pp, keys, "phase_at_min", phases_summary)
     table["final_phase"] = per_cell(pp, keys, "final_phase", phases_summary)
     md = keys_display(table, keys)
@@ -29,6 +30,7 @@ def trajectory_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, p
     md["loss into the minimum"] = [f"{fmt_value(r.loss_start, 'loss')} → {fmt_value(r.loss_at_min, 'loss')} "
                                    f"({r.loss_kind})" if not pd.isna(r.loss_start) and not pd.isna(r.loss_at_min)
                                    else NA for _, r in table.iterrows()]
+    md["longest plateau"] = table.plateau
     md["trajectory"] = table.trajectory
     md["final"] = [tokens_with_phase(r.final_tokens, r.final_phase) for _, r in table.iterrows()]
     md["status"] = table.status
@@ -67,7 +69,7 @@ def interventions_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tupl
     if not arms:
         return pd.DataFrame(), pd.DataFrame(), []
     md, table = trajectory_table(pp, keys)
-    md = md.drop(columns=["first collapse", "final / minimum", "loss into the minimum"])
+    md = md.drop(columns=["first collapse", "final / minimum", "loss into the minimum", "longest plateau"])
     summaries = []
     for size, block in (pp.groupby("hidden", dropna=False, sort=False) if "hidden" in keys else [(None, pp)]):
         entries = []
@@ -77,8 +79,9 @@ def interventions_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tupl
             # a multi-key arm as key=value pairs joined by "/", so arms stay apart in the summary's comma lists
             label = (fmt_value(arm[0]) if len(arms) == 1
                      else "/".join(f"{k}={fmt_value(v)}" for k, v in zip(arms, arm)))
-            entries.append({"arm": label, "final_tokens": list(seeds.final_tokens),
-                            "waiting": waiting})
+            judged = seeds[(seeds.diverged == "") & seeds.status.isin(FINISHED_STATUSES)]
+            entries.append({"arm": label, "final_tokens": list(judged.final_tokens), "waiting": waiting,
+                            "short": [r for r in seeds.too_short if r], "diverged": int((seeds.diverged != "").sum())})
         prefix = f"hidden={fmt_value(size)}: " if size is not None else ""
         summaries.append(prefix + intervention_summary(entries, rules))
     return md, table, summaries
@@ -100,11 +103,14 @@ def decision_table(pp: pd.DataFrame, keys: list[str], late: int, rules: Rules) -
         group = group if isinstance(group, tuple) else (group,)
         sizes = []
         for hidden, seeds in block.sort_values("hidden", kind="stable").groupby("hidden", sort=False):
-            have = seeds.tokens_late.notna()
+            have = seeds.tokens_late.notna() & (seeds.unjudged == "")
+            waiting = seeds.tokens_late.isna() | (seeds.diverged != "")
             sizes.append({"hidden": hidden, "tokens": seeds.tokens_late[have].mean() if have.any() else float("nan"),
                           "seeds": int(have.sum()), "phase": phases_summary(list(seeds.phase_late[have])),
-                          "waiting": [s for s in dict.fromkeys(seeds.status[~have])]})
-        decision = decide_scaling(sizes, rules)
+                          "values": list(seeds.tokens_late[have]),
+                          "waiting": [s for s in dict.fromkeys(seeds.status[waiting & (seeds.too_short == "")])],
+                          "short": [r for r in seeds.too_short if r]})
+        decision = decide_scaling(sizes, rules, keys)
         rows.append({**dict(zip(others, group)), "step": late,
                      "tokens by hidden": "; ".join(f"{fmt_value(s['hidden'])}: {fmt_value(s['tokens'], 'tokens')}"
                                                    for s in sizes if s["seeds"]),

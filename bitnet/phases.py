@@ -11,6 +11,8 @@ scale says which of three phases a row is in:
                   meaning anything about the model's capacity
     unigram       between the two: predicts token frequencies; the argmax is then the most frequent tokens
     contextual    eval_loss < H1 - CONTEXTUAL_MARGIN: uses the context (language modelling proper)
+    diverging     eval_loss > ln V + DIVERGING_MARGIN, or infinite: worse than a uniform guess, so not
+                  "near-uniform" (a model that learned nothing yet) but one that is moving away from it
     unknown       no eval loss (e.g. a CSV with only training loss), or ln V / H1 not known: never guessed
 
 A two-token argmax histogram means very different things in the first and the last phase, which is why the
@@ -25,11 +27,15 @@ import math
 NEAR_UNIFORM = "near-uniform"
 UNIGRAM = "unigram"
 CONTEXTUAL = "contextual"
+DIVERGING = "diverging"
 UNKNOWN = "unknown"
 PHASES = (NEAR_UNIFORM, UNIGRAM, CONTEXTUAL)  # in the order a healthy run goes through them
 
 NEAR_UNIFORM_SHARE = 0.5   # share of the way from H1 up to ln(V) above which a loss counts as near-uniform
 CONTEXTUAL_MARGIN = 0.1    # nats below H1 that count as using the context (a unigram predictor cannot go there)
+# nats above ln(V) that count as diverging: an untrained model's loss sits just above ln(V) (0.03 nats or less at
+# step 0 in every committed run under results/), so 0.1 leaves room for initialisation and no more
+DIVERGING_MARGIN = 0.1
 
 
 def _missing(value) -> bool:
@@ -38,8 +44,13 @@ def _missing(value) -> bool:
 
 def learning_phase(eval_loss, ln_vocab, unigram_entropy, *, near_uniform_share: float = NEAR_UNIFORM_SHARE,
                    contextual_margin: float = CONTEXTUAL_MARGIN) -> str:
-    """"near-uniform", "unigram", "contextual", or "unknown" when any input is missing (None or NaN)."""
-    if _missing(eval_loss) or _missing(ln_vocab) or _missing(unigram_entropy):
+    """"near-uniform", "unigram", "contextual", "diverging" (above ln V + DIVERGING_MARGIN, or infinite), or
+    "unknown" when an input it needs is missing (None or NaN)."""
+    if _missing(eval_loss) or _missing(ln_vocab):
+        return UNKNOWN
+    if math.isinf(eval_loss) or eval_loss > ln_vocab + DIVERGING_MARGIN:
+        return DIVERGING
+    if _missing(unigram_entropy):
         return UNKNOWN
     if eval_loss < unigram_entropy - contextual_margin:
         return CONTEXTUAL
@@ -52,4 +63,5 @@ def phase_rule(near_uniform_share: float = NEAR_UNIFORM_SHARE, contextual_margin
     """The rule in one line, for printing beside the phases it produced."""
     return (f"phase from eval loss L, ln V and the unigram entropy H1: near-uniform if L > H1 + "
             f"{near_uniform_share:g} x (ln V - H1), contextual if L < H1 - {contextual_margin:g} nats, unigram "
-            f"between; unknown without an eval loss")
+            f"between; diverging if L > ln V + {DIVERGING_MARGIN:g} (worse than uniform); unknown without an eval "
+            f"loss")

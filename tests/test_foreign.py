@@ -127,6 +127,14 @@ def test_label_values_and_names():
     ("Step,Loss\n1,2\n", ["--label", "other.txt", "hidden=1"], "--label other.txt: no imported file has this name"),
     ("Step,Loss\n1,2\n", ["--set", "hidden"], "--set 'hidden': expected key=value"),
     ("Step,Loss\n1,2\n", ["--set", "train.steps=ten"], "label train.steps=ten: expected a whole number of steps"),
+    # hand-typed files: a step that is not one, a row wider than the header, a step written twice differently
+    ("Step,Loss,Unique Tokens\n1k,10.9,20\n2.5x,10.1,4\n", [],
+     "scale_256_10k.txt, line 3: step '2.5x' is not a number of steps (allowed: whole numbers such as 1000, 1k, 10k"),
+    ("Step,Loss,Unique Tokens\n1000,10.9,20\n,10.1,4\n", [], "scale_256_10k.txt, line 3: step (empty) is not a number"),
+    ("Step,Loss,Unique Tokens\n1000,10.9,20\n2000,10.1,4,7\n", [],
+     "scale_256_10k.txt, line 3: 4 fields but the header has 3 columns ('2000,10.1,4,7')"),
+    ("Step,Loss,Unique Tokens\n1000,10.9,20\n1000,10.9,16\n", [],
+     "scale_256_10k.txt: step 1000 is written 2 times with different values"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, text, args, message):
     path = tmp_path / "scale_256_10k.txt"
@@ -135,3 +143,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, text, args, m
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_hand_typed_steps_trailing_commas_and_repeated_rows(tmp_path):
+    """Steps written 1k/10k, a trailing comma on every row (but not on the header: pandas would take the steps
+    for the index and shift every column left) and a row typed twice: the figures as typed, a warning naming the
+    file and step for the repeat."""
+    path = tmp_path / "scale_256_10k.txt"
+    path.write_text("Step,Loss,Unique Tokens\n1k,,16,\n5k,10.34,2,\n5k,10.34,2,\n6k,7.32,10,\n10k,,13,\n")
+    result = tables_cli(path, "--name-pattern", "scale_{hidden}_{train.steps}", "--no-plots", "--out", tmp_path / "out")
+    sweep = load_sweeps([path], labelling=Labelling(pattern="scale_{hidden}_{train.steps}"))
+    frame = sweep.frame
+    assert frame.step.tolist() == [1000, 5000, 6000, 10000] and frame.unique_tokens.tolist() == [16, 2, 10, 13]
+    assert frame.loss.tolist()[1:3] == [10.34, 7.32] and sweep.points.status[0] == "completed"
+    assert sweep.warnings == [f"{path}: step 5000 is written 2 times (identical rows, read once)"]
+    assert f"- {path}: step 5000 is written 2 times" in result.stdout
+    header_too = tmp_path / "header.csv"
+    header_too.write_text("Step,Loss,Unique Tokens,\n1000,10.9,20,\n2000,10.5,5,\n")
+    [run] = read_foreign([header_too])
+    assert list(run.frame.columns) == ["step", "loss", "unique_tokens"] and run.frame.unique_tokens.tolist() == [20, 5]
