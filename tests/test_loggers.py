@@ -150,29 +150,6 @@ def test_tensorboard_event_files_hold_every_row_and_the_config(tmp_path):
     assert json.loads((tmp_path / STATE_FILE).read_text())["status"] == "completed"
 
 
-def test_a_resumed_run_replaces_the_rows_after_its_checkpoint_in_tensorboard(tmp_path, monkeypatch):
-    """Stopped at step 15 (checkpoint at 10), then resumed: TensorBoard shows each step once, as metrics.csv."""
-    pytest.importorskip("tensorboard", reason="the [tensorboard] extra is not installed")
-    from bitnet.train import Run, Stopped
-
-    original = Run.train_step
-
-    def stop_at_15(self):
-        if self.step == 15:
-            raise Stopped(signal.SIGTERM)
-        return original(self)
-
-    monkeypatch.setattr(Run, "train_step", stop_at_15)
-    with pytest.raises(Stopped):
-        train(tmp_path, "logger=tensorboard", "train.steps=30", "train.checkpoint_every=10")
-    assert json.loads((tmp_path / STATE_FILE).read_text())["status"] == "interrupted"
-    monkeypatch.setattr(Run, "train_step", original)
-    assert train(tmp_path, "logger=tensorboard", "train.steps=30", "train.checkpoint_every=10")["status"] == "completed"
-    scalars, _ = tensorboard_scalars(tmp_path / "tensorboard")
-    assert [step for step, _ in scalars["unique_tokens"]] == [0, 10, 20, 30]
-    assert_same_series(scalars, tmp_path)
-
-
 # ---- MLflow ----------------------------------------------------------------------------------------------
 def test_mlflow_store_holds_every_row_and_the_config(tmp_path):
     pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
@@ -272,6 +249,52 @@ def test_wandb_offline_run_holds_every_row_and_the_config(tmp_path):
     assert config == resolved_config(tmp_path)
     assert_same_series(history, tmp_path)
     assert exit_code == 0
+
+
+# ---- a resumed run ---------------------------------------------------------------------------------------
+def stop_then_resume(folder: Path, name: str, monkeypatch) -> tuple[dict, dict]:
+    """Train with logger=name, stopped by SIGTERM at step 15 (checkpoint at 10), then resume to step 30; the
+    logger.json of each attempt."""
+    from bitnet.train import Run, Stopped
+
+    overrides = (f"logger={name}", "train.steps=30", "train.checkpoint_every=10")
+    original = Run.train_step
+
+    def stop_at_15(self):
+        if self.step == 15:
+            raise Stopped(signal.SIGTERM)
+        return original(self)
+
+    monkeypatch.setattr(Run, "train_step", stop_at_15)
+    with pytest.raises(Stopped):
+        train(folder, *overrides)
+    first = json.loads((folder / STATE_FILE).read_text())
+    monkeypatch.setattr(Run, "train_step", original)
+    assert train(folder, *overrides)["status"] == "completed"
+    return first, json.loads((folder / STATE_FILE).read_text())
+
+
+@pytest.mark.parametrize("name", ["tensorboard", "mlflow", "wandb"])
+def test_a_resumed_run_goes_on_in_the_same_tracker_run(tmp_path, monkeypatch, name):
+    pytest.importorskip(name, reason=f"the [{name}] extra is not installed")
+    first, second = stop_then_resume(tmp_path, name, monkeypatch)
+    assert (first["status"], second["status"]) == ("interrupted", "completed")
+    if name == "tensorboard":  # one event series over both attempts, each step once, as in metrics.csv
+        scalars, _ = tensorboard_scalars(tmp_path / "tensorboard")
+        assert [step for step, _ in scalars["unique_tokens"]] == [0, 10, 20, 30]
+        assert_same_series(scalars, tmp_path)
+    elif name == "mlflow":
+        from mlflow import MlflowClient
+
+        assert first["run_id"] == second["run_id"]
+        client = MlflowClient(tracking_uri=second["tracking_uri"])
+        assert client.get_run(second["run_id"]).info.status == "FINISHED"
+        history = sorted(client.get_metric_history(second["run_id"], "unique_tokens"), key=lambda m: m.step)
+        assert_series([(m.step, m.value) for m in history], csv_series(tmp_path)["unique_tokens"], name)
+    else:  # offline W&B writes each attempt to its own folder under the same run id; `wandb sync` joins them
+        assert first["run_id"] == second["run_id"] and first["dir"] != second["dir"]
+        assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*")) == [
+            first["run_id"]] * 2
 
 
 # ---- a tracker that fails ----------------------------------------------------------------------------------
