@@ -72,6 +72,21 @@ class LoggerConfig:
             fields["mode"] = keys.choice("mode", WANDB_MODES)
         return cls(name, **fields)
 
+    @classmethod
+    def preset(cls, name: str, **changes) -> LoggerConfig:
+        """conf/logger/<name>.yaml with `changes` over it, checked as a run checks it, library included: the
+        logger of code that runs without Hydra (bitnet.probe.Probe), e.g. LoggerConfig.preset("mlflow",
+        tracking_uri="runs")."""
+        from omegaconf import OmegaConf
+
+        from bitnet.run import CONF_DIR
+
+        check_choice("logger", name, LIBRARIES)
+        options = OmegaConf.merge(OmegaConf.load(CONF_DIR / "logger" / f"{name}.yaml"), changes)
+        config = cls.from_keys(Keys(OmegaConf.create({"logger": options}), "logger"))
+        config.check_installed()
+        return config
+
     def check_installed(self) -> None:
         """ConfigError naming the pip extra when the tracker's library is not importable (nothing is imported)."""
         module = LIBRARIES[self.name]

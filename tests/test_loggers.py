@@ -183,7 +183,7 @@ def test_the_points_of_a_sweep_share_one_mlflow_store(tmp_path):
 
     from tests.conftest import run_cli
 
-    run_cli("-m", *TINY, "logger=mlflow", "seed=0,1", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    run_cli("-m", *TINY, "logger=mlflow", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("bitnet").experiment_id])
     assert sorted(run.info.run_name for run in runs) == ["seed=0", "seed=1"]
@@ -341,3 +341,35 @@ def test_a_tracker_failing_at_start_leaves_the_run_to_the_csv(tmp_path, monkeypa
     assert [step for step, _ in csv_series(tmp_path)["unique_tokens"]] == [0, 10, 20]
     assert json.loads((tmp_path / STATE_FILE).read_text())["error"] == (
         "at start: ConnectionError: tracking server unreachable")
+
+
+# ---- bitnet.probe.Probe (training code that is not bitnet's; the HF and Lightning callbacks pass logger= on) ----
+def test_a_probe_mirrors_its_rows_and_config(tmp_path):
+    pytest.importorskip("tensorboard", reason="the [tensorboard] extra is not installed")
+    import torch
+
+    from bitnet.probe import Probe
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(64, 16), torch.nn.Linear(16, 64))
+    probe = Probe(tmp_path, torch.randint(0, 64, (4000,)), positions=128, seq_len=16, labels={"hidden": 16},
+                  config={"train": {"steps": 2}}, logger="tensorboard")
+    for step in (0, 1, 2):
+        probe(model, step, loss=None if step == 0 else 4.0 - step)
+        with torch.no_grad():
+            model[1].weight.mul_(1.5)  # a different prediction at each row
+    probe.finish()
+    scalars, events = tensorboard_scalars(tmp_path / "tensorboard")
+    assert_same_series(scalars, tmp_path)
+    assert json.loads("\n".join(line[4:] for line in tensorboard_text(events, "config").splitlines())) == \
+        resolved_config(tmp_path) == {"hidden": 16, "train": {"steps": 2}}
+    assert tensorboard_text(events, "status") == "completed"
+
+
+def test_a_probe_checks_its_logger_as_a_run_does():
+    from bitnet.probe import Probe
+
+    with pytest.raises(ConfigError, match=r"^logger=neptune: expected one of csv, tensorboard, mlflow, wandb$"):
+        Probe("unused", list(range(4000)), positions=128, seq_len=16, logger="neptune")
+    with pytest.raises(ConfigError, match=r"^logger\.mode=upload: expected one of offline, online, disabled$"):
+        LoggerConfig.preset("wandb", mode="upload")
