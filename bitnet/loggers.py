@@ -105,7 +105,7 @@ def exclusive(path: Path):
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
-    """{"model.layers": 2, ...}: nested config keys joined with dots (MLflow params, TensorBoard hparams)."""
+    """{"model.layers": 2, ...}: nested config keys joined with dots (MLflow params)."""
     flat = {}
     for key, value in config.items():
         if isinstance(value, dict):
@@ -210,7 +210,7 @@ class MLflow(Tracker):
 
     def start(self, config: dict) -> dict:
         from mlflow import MlflowClient
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         uri, folder = self.store()
         self.client = MlflowClient(tracking_uri=uri)
@@ -233,7 +233,7 @@ class MLflow(Tracker):
             for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call
                 self.client.log_batch(run_id, params=params[start:start + 100])
             self.client.log_dict(run_id, config, "config.json")
-            self.client.set_tag(run_id, "bitnet.status", "running")
+        self.client.set_tag(run_id, "bitnet.status", "running")
         self.run_id = run_id
         self.where = f"{uri} (experiment {self.options.experiment}, run {run_id})"
         return {"tracking_uri": uri, "experiment": self.options.experiment, "run_id": run_id}

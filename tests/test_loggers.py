@@ -114,6 +114,14 @@ def test_a_missing_tracker_library_is_a_one_line_error_before_training(tmp_path,
     assert not folder.exists()
 
 
+def test_training_imports_no_tracker_library():
+    """The core install stays light: a tracker's library is imported when that tracker starts, not before."""
+    code = ("import sys, bitnet.run, bitnet.train, bitnet.validate, bitnet.probe, bitnet.loggers; "
+            "print(sorted(m for m in ('tensorboard', 'mlflow', 'wandb', 'torch.utils.tensorboard') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 def test_every_extra_is_declared_in_setup_cfg():
     from configparser import ConfigParser
 
@@ -253,19 +261,19 @@ def test_wandb_offline_run_holds_every_row_and_the_config(tmp_path):
 
 # ---- a resumed run ---------------------------------------------------------------------------------------
 def stop_then_resume(folder: Path, name: str, monkeypatch) -> tuple[dict, dict]:
-    """Train with logger=name, stopped by SIGTERM at step 15 (checkpoint at 10), then resume to step 30; the
-    logger.json of each attempt."""
+    """Train with logger=name, stopped by SIGTERM at step 35 (rows up to 30, checkpoint at 20), then resume
+    from step 20 to 40 (row 30 again); the logger.json of each attempt."""
     from bitnet.train import Run, Stopped
 
-    overrides = (f"logger={name}", "train.steps=30", "train.checkpoint_every=10")
+    overrides = (f"logger={name}", "train.steps=40", "train.checkpoint_every=20")
     original = Run.train_step
 
-    def stop_at_15(self):
-        if self.step == 15:
+    def stop_at_35(self):
+        if self.step == 35:
             raise Stopped(signal.SIGTERM)
         return original(self)
 
-    monkeypatch.setattr(Run, "train_step", stop_at_15)
+    monkeypatch.setattr(Run, "train_step", stop_at_35)
     with pytest.raises(Stopped):
         train(folder, *overrides)
     first = json.loads((folder / STATE_FILE).read_text())
@@ -281,7 +289,7 @@ def test_a_resumed_run_goes_on_in_the_same_tracker_run(tmp_path, monkeypatch, na
     assert (first["status"], second["status"]) == ("interrupted", "completed")
     if name == "tensorboard":  # one event series over both attempts, each step once, as in metrics.csv
         scalars, _ = tensorboard_scalars(tmp_path / "tensorboard")
-        assert [step for step, _ in scalars["unique_tokens"]] == [0, 10, 20, 30]
+        assert [step for step, _ in scalars["unique_tokens"]] == [0, 10, 20, 30, 40]
         assert_same_series(scalars, tmp_path)
     elif name == "mlflow":
         from mlflow import MlflowClient
@@ -289,8 +297,10 @@ def test_a_resumed_run_goes_on_in_the_same_tracker_run(tmp_path, monkeypatch, na
         assert first["run_id"] == second["run_id"]
         client = MlflowClient(tracking_uri=second["tracking_uri"])
         assert client.get_run(second["run_id"]).info.status == "FINISHED"
-        history = sorted(client.get_metric_history(second["run_id"], "unique_tokens"), key=lambda m: m.step)
-        assert_series([(m.step, m.value) for m in history], csv_series(tmp_path)["unique_tokens"], name)
+        history = sorted(client.get_metric_history(second["run_id"], "eval_loss"), key=lambda m: (m.step, m.timestamp))
+        assert [m.step for m in history] == [0, 10, 20, 30, 30, 40]  # append-only: step 30 from each attempt
+        latest = {m.step: m.value for m in history}  # the resumed attempt's value, logged last
+        assert_series(sorted(latest.items()), csv_series(tmp_path)["eval_loss"], name)
     else:  # offline W&B writes each attempt to its own folder under the same run id; `wandb sync` joins them
         assert first["run_id"] == second["run_id"] and first["dir"] != second["dir"]
         assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*")) == [
