@@ -49,7 +49,8 @@ PARTS = ["setup", "points", "verdicts", "plots", "tables"]
 PART_TITLES = {"setup": "What was run", "points": "Points", "verdicts": "Verdicts", "plots": "Plots",
                "tables": "Tables"}
 PLOT_TEXT = {"tokens.png": "unique predicted tokens vs step", "loss.png": "training and held-out loss vs step",
-             "collapse_ratio.png": "collapse ratio vs hidden size", "diagnostics.png": "collapse diagnostics vs step"}
+             "collapse_ratio.png": "collapse ratio vs hidden size", "diagnostics.png": "collapse diagnostics vs step",
+             "mechanism.png": "parameter-group RMS and logit scale vs step"}
 BEGIN = re.compile(r"^<!-- generated: (?P<args>.*?) -->\s*$")
 END = re.compile(r"^<!-- end generated -->\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")

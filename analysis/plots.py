@@ -20,6 +20,11 @@ from analysis.rules import COLLAPSE_LEVEL, COSINE_HIGH, RATIO_CLASSES, UNIGRAM_G
 DIAGNOSTIC_PANELS = [("hidden_cosine", "hidden cosine\n(final layer, across positions)"),
                      ("loss_gap", "loss gap (nats)\neval loss - unigram entropy"),
                      ("flip_rate", "flip rate\n(ternary codes since last eval)")]
+# The mechanism plot's panels: the parameter groups that weight decay on every parameter shrinks, and the
+# logit scale they set (bitnet.diagnostics.parameter_group_rms, bitnet.probe.evaluate).
+PARAMETER_PANELS = [("final_norm_rms", "final norm gain\n(RMS)"), ("norm_gain_rms", "all norm gains\n(RMS)"),
+                    ("embed_rms", "embedding\n(RMS)"), ("head_rms", "LM head\n(RMS)"),
+                    ("latent_rms", "BitLinear latent\nweights (RMS)"), ("logit_std", "logit scale\n(std over vocab)")]
 
 
 def _axes(ax, size=(10, 5)):
@@ -180,10 +185,10 @@ def plot_collapse(sweep: Sweep, ax=None, early: int | None = None, late: int | N
     return fig
 
 
-def diagnostic_panels(sweep: Sweep) -> list[str]:
-    """The diagnostics plot's columns that hold a value in this sweep (none for runs made before those columns existed)."""
+def diagnostic_panels(sweep: Sweep, candidates=DIAGNOSTIC_PANELS) -> list[str]:
+    """The columns of `candidates` that hold a value in this sweep (none for runs made before they existed)."""
     frame = sweep.frame
-    return [c for c, _ in DIAGNOSTIC_PANELS
+    return [c for c, _ in candidates
             if c in frame and pd.to_numeric(frame[c], errors="coerce").notna().any()]
 
 
@@ -192,7 +197,18 @@ def plot_diagnostics(sweep: Sweep, axes=None, keys: list[str] | None = None):
     (a colour per cell, as in tokens.png), dashed lines at the switches; the verdict thresholds dotted (cosine
     0.9, loss gap +-0.1 shaded). Panels whose column is empty everywhere are left out; with none, returns None.
     `axes`: one Axes per panel of `diagnostic_panels(sweep)` (a notebook's), else a new Figure is returned."""
-    panels = diagnostic_panels(sweep)
+    return _plot_panels(sweep, DIAGNOSTIC_PANELS, "Collapse diagnostics", axes, keys)
+
+
+def plot_mechanism(sweep: Sweep, axes=None, keys: list[str] | None = None):
+    """What weight decay does to each parameter group: the final norm's gain, all norm gains, embedding, LM head
+    and BitLinear latent weights (RMS each) and the logit scale vs step, panels as in plot_diagnostics. A
+    coupled-L2 stall shows here as gains and logit scale pulled down until the WD switch releases them."""
+    return _plot_panels(sweep, PARAMETER_PANELS, "Parameter groups and logit scale", axes, keys)
+
+
+def _plot_panels(sweep: Sweep, candidates, title: str, axes, keys):
+    panels = diagnostic_panels(sweep, candidates)
     if not panels:
         return None
     keys = _keys(sweep, keys)
@@ -201,7 +217,7 @@ def plot_diagnostics(sweep: Sweep, axes=None, keys: list[str] | None = None):
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     axes = list(axes)
     fig = axes[0].figure
-    labels = dict(DIAGNOSTIC_PANELS)
+    labels = dict(candidates)
     for ax, column in zip(axes, panels):
         for point, curve, color, legend in _curves(sweep, keys):
             values = pd.to_numeric(curve[column], errors="coerce") if column in curve else None
@@ -217,21 +233,22 @@ def plot_diagnostics(sweep: Sweep, axes=None, keys: list[str] | None = None):
         _switch_lines(ax, sweep, annotate=ax is axes[0])  # labelled once, on the top panel
         ax.set_ylabel(labels[column], fontsize=8)
         ax.grid(True, alpha=0.3)
-    axes[0].set_title("Collapse diagnostics")
+    axes[0].set_title(title)
     axes[len(panels) - 1].set_xlabel("step")
     _legend(axes[len(panels) - 1])
     return fig
 
 
 def figures(sweep: Sweep, params: dict) -> list[tuple[str, Figure]]:
-    """[(file name, Figure)]: tokens.png, loss.png, collapse_ratio.png (sweeps over hidden) and diagnostics.png
-    (runs with the diagnostic columns); `params` is build_tables' second value."""
+    """[(file name, Figure)]: tokens.png, loss.png, collapse_ratio.png (sweeps over hidden), diagnostics.png and
+    mechanism.png (runs with those columns); `params` is build_tables' second value."""
     keys = params["keys"]
     drawn = [("tokens.png", plot_tokens(sweep, keys=keys, collapse_level=params["rules"].collapse_level)),
              ("loss.png", plot_loss(sweep, keys=keys)),
              ("collapse_ratio.png", plot_collapse(sweep, early=params["early"], late=params["late"],
                                                   per_point_frame=params["per_point"], keys=keys)),
-             ("diagnostics.png", plot_diagnostics(sweep, keys=keys))]
+             ("diagnostics.png", plot_diagnostics(sweep, keys=keys)),
+             ("mechanism.png", plot_mechanism(sweep, keys=keys))]
     return [(name, fig) for name, fig in drawn if fig is not None]
 
 

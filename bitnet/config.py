@@ -37,6 +37,17 @@ from bitnet.schedules import LRSchedule, WDSchedule
 PRECISIONS = ("auto", "bf16", "fp32")
 # Keys that change how a run is executed but not what it computes: a checkpoint stays valid across them.
 EXECUTION_KEYS = ("device", "compile", "threads", "progress", "logger")
+# Keys a run's fingerprint leaves out: the execution keys, and `grid` (the sizes, seeds and horizons presets
+# interpolate into the keys they set, which are compared there), so that a scale gaining a grid value does not
+# turn the finished points of every preset into "another config".
+UNCOMPUTED_KEYS = (*EXECUTION_KEYS, "grid")
+
+
+def config_fingerprint(resolved: dict) -> str:
+    """What a resolved config computes, as a short hash (UNCOMPUTED_KEYS left out). Computed from the config a
+    run.json records, not read from it, so that runs recorded under an older rule compare by content."""
+    content = {key: value for key, value in resolved.items() if key not in UNCOMPUTED_KEYS}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -177,7 +188,6 @@ class RunConfig:
 
     @cached_property
     def fingerprint(self) -> str:
-        """What the run computes (execution-only keys left out): a checkpoint or a finished run of another
-        fingerprint is never resumed or skipped as this one."""
-        content = {key: value for key, value in self.resolved.items() if key not in EXECUTION_KEYS}
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        """What the run computes (config_fingerprint): a checkpoint or a finished run of another fingerprint is
+        never resumed or skipped as this one."""
+        return config_fingerprint(self.resolved)

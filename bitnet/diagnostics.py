@@ -7,6 +7,10 @@
   position gets the same representation, and so the same prediction.
 - BitLinear weights: share of ternary codes at zero, share of codes that flipped since the last evaluation
   (WD pulls latent weights toward the rounding thresholds and makes codes flip), RMS of the latent weights.
+- parameter groups: RMS of the token embedding, the LM head and the norm gains (all of them, and the final
+  norm's alone, which scales the logits directly). Weight decay applied to every parameter shrinks exactly
+  these; with the logit scale (logit_std, measured by bitnet.probe.evaluate) they show which parameters the
+  decay pulls down while a model stalls and what a switch releases.
 - generation: distinct-n and repeated n-grams of greedy and sampled continuations of held-out prompts.
 """
 
@@ -29,8 +33,9 @@ if TYPE_CHECKING:  # only read from a composed config; bitnet.probe's users need
 LAYER_COLUMNS = ["step", "layer", "zero_frac", "flip_rate", "latent_rms"]
 GENERATION_COLUMNS = ["greedy_distinct1", "greedy_distinct2", "greedy_repeat3",
                       "sampled_distinct1", "sampled_distinct2", "sampled_repeat3"]
+PARAMETER_GROUP_COLUMNS = ["embed_rms", "head_rms", "norm_gain_rms", "final_norm_rms"]
 DIAGNOSTIC_COLUMNS = ["loss_gap", "effective_tokens", "hidden_cosine", "zero_frac", "flip_rate", "latent_rms",
-                      "grad_norm", *GENERATION_COLUMNS, "softmax_entropy"]
+                      "grad_norm", *GENERATION_COLUMNS, "softmax_entropy", *PARAMETER_GROUP_COLUMNS, "logit_std"]
 
 
 def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
@@ -104,6 +109,40 @@ class WeightTracker:
 
     def load_state_dict(self, state: dict) -> None:
         self.previous = {name: codes.to(self.layers[name].weight.device) for name, codes in state.items()}
+
+
+def _rms(tensors: list[torch.Tensor]) -> float | None:
+    count = sum(t.numel() for t in tensors)
+    return math.sqrt(sum(float(t.detach().float().square().sum()) for t in tensors) / count) if count else None
+
+
+def _is_norm(module: torch.nn.Module) -> bool:
+    """RMSNorm, LayerNorm and their relatives (LlamaRMSNorm, ...): a module named *Norm with a 1-D gain."""
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__.endswith("Norm") and isinstance(weight, torch.nn.Parameter)
+            and weight.dim() == 1)
+
+
+@torch.no_grad()
+def parameter_group_rms(model: torch.nn.Module) -> dict:
+    """RMS of the parameter groups that decay on every parameter shrinks (PARAMETER_GROUP_COLUMNS):
+
+    embed_rms       the input token embedding (the first nn.Embedding)
+    head_rms        the LM head: `get_output_embeddings()` (Hugging Face), else a module named `head` or
+                    `lm_head`; the embedding when the two are tied; None when none is found
+    norm_gain_rms   every norm gain together (modules named *Norm with a 1-D weight)
+    final_norm_rms  the last norm in module order (the final norm before the head in LLaMA/GPT layouts)
+
+    Works on bitnet's model and on any nn.Module laid out like a decoder LM; a group it cannot find is None."""
+    modules = dict(model.named_modules())
+    embedding = next((m for m in modules.values() if isinstance(m, torch.nn.Embedding)), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = head if head is not None else modules.get("head", modules.get("lm_head"))
+    norms = [m for m in modules.values() if _is_norm(m)]
+    return {"embed_rms": _rms([embedding.weight]) if embedding is not None else None,
+            "head_rms": _rms([head.weight]) if getattr(head, "weight", None) is not None else None,
+            "norm_gain_rms": _rms([m.weight for m in norms]),
+            "final_norm_rms": _rms([norms[-1].weight]) if norms else None}
 
 
 def distinct_n(tokens: list[int], n: int) -> float | None:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from bitnet import __version__
 from bitnet.data import EvalSet, make_eval_set
-from bitnet.diagnostics import DIAGNOSTIC_COLUMNS, CosineAccumulator, unigram_entropy
+from bitnet.diagnostics import DIAGNOSTIC_COLUMNS, CosineAccumulator, parameter_group_rms, unigram_entropy
 from bitnet.metrics import effective_tokens, prediction_diversity
 from bitnet.phases import learning_phase
 from bitnet.records import (COMPLETED, CORE_COLUMNS, METRICS_FILE, RUNNING, MetricsCSV, switch_steps,
@@ -75,6 +75,8 @@ def evaluate(model, eval_set: EvalSet, *, forward=None, device: torch.device | N
     effective_tokens  exp(pred_entropy)
     softmax_entropy   mean entropy (nats) of the predicted distribution; ln(vocab) when it is uniform
     hidden_cosine     mean pairwise cosine of the final hidden states (None when the model returns none)
+    logit_std         the logit scale: mean over positions of the std of the logits across the vocabulary
+                      (0 for a model that predicts the uniform distribution)
     loss_gap          eval_loss - unigram_entropy (None when the unigram entropy is not given)
 
     `forward(ids)` (default: `model`) runs the model; an nn.Module is put in eval mode and given back in the
@@ -87,6 +89,7 @@ def evaluate(model, eval_set: EvalSet, *, forward=None, device: torch.device | N
     mask = eval_set.mask
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     entropy_sum = torch.zeros((), device=device, dtype=torch.float64)
+    logit_std_sum = torch.zeros((), device=device, dtype=torch.float64)
     predictions, cosine = [], CosineAccumulator()
     for start in range(0, len(eval_set.inputs), batch_size):
         rows = slice(start, start + batch_size)
@@ -97,6 +100,7 @@ def evaluate(model, eval_set: EvalSet, *, forward=None, device: torch.device | N
         loss_sum += F.cross_entropy(logits, targets, reduction="sum")
         log_probs = logits.log_softmax(-1)
         entropy_sum -= (log_probs.exp() * log_probs).sum()
+        logit_std_sum += logits.std(-1).sum()
         predictions.append(logits.argmax(-1))
         if hidden is not None:
             cosine.add(hidden[keep])
@@ -106,6 +110,7 @@ def evaluate(model, eval_set: EvalSet, *, forward=None, device: torch.device | N
     eval_loss = float(loss_sum) / eval_set.positions
     return {"eval_loss": eval_loss, **metrics, "effective_tokens": effective_tokens(metrics["pred_entropy"]),
             "softmax_entropy": float(entropy_sum) / eval_set.positions, "hidden_cosine": cosine.value(),
+            "logit_std": float(logit_std_sum) / eval_set.positions,
             "loss_gap": eval_loss - unigram_entropy if unigram_entropy is not None else None}
 
 
@@ -215,7 +220,8 @@ class Probe:
             self.params = {"total": sum(p.numel() for p in model.parameters())}
         metrics = evaluate(model, self.eval_set, forward=self._forward(model), autocast=self.autocast,
                            batch_size=self.batch_size, unigram_entropy=self.unigram_entropy)
-        return {"step": int(step), **metrics, **columns}
+        groups = parameter_group_rms(model) if isinstance(model, torch.nn.Module) else {}
+        return {"step": int(step), **metrics, **groups, **columns}
 
     def phase(self, row: dict) -> str:
         """The learning phase of a row (bitnet.phases.learning_phase, from its eval loss, ln of the vocabulary

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from bitnet.config import EXECUTION_KEYS, RunConfig
+from bitnet.config import UNCOMPUTED_KEYS, RunConfig, config_fingerprint
 from bitnet.data import BatchSampler, make_eval_set
 from bitnet.devices import assign_device, cpu_threads
-from bitnet.diagnostics import LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report, unigram_entropy
+from bitnet.diagnostics import (LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report,
+                                parameter_group_rms, unigram_entropy)
 from bitnet.loggers import start_trackers
 from bitnet.probe import METRIC_COLUMNS, evaluate, measurement_facts, versions
 from bitnet.quant import drop_latent_weights
@@ -62,10 +63,10 @@ class DifferentConfig(ValueError):
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """`key: old -> new` for every leaf that differs between two resolved configs (execution keys aside)."""
+    """`key: old -> new` for every leaf that differs between two resolved configs (UNCOMPUTED_KEYS aside)."""
     differences = []
     for key in sorted(set(old) | set(new), key=str):
-        if not prefix and key in EXECUTION_KEYS:
+        if not prefix and key in UNCOMPUTED_KEYS:
             continue
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
@@ -199,6 +200,14 @@ class Run:
         MetricsCSV.truncate_after(self.layers_path, self.step)
         return True
 
+    def _same_config(self, previous: dict | None) -> bool:
+        """Whether the folder's run.json records this config: its recorded config fingerprinted by today's rule
+        (a run recorded before a rule change still matches by content), else its recorded fingerprint."""
+        recorded = (previous or {}).get("config")
+        if isinstance(recorded, dict):
+            return config_fingerprint(recorded) == self.fingerprint
+        return (previous or {}).get("config_fingerprint") == self.fingerprint
+
     def _different_config(self, previous: dict | None, what: str) -> str:
         """One line: the folder, what of the other config is in it, and the keys that differ."""
         shown = ""
@@ -224,6 +233,7 @@ class Run:
                "elapsed_s": round(self.elapsed, 3), "grad_norm": self.grad_norm}
         together, per_layer = self.weights.measure()
         row.update(together)
+        row.update(parameter_group_rms(self.model))
         self.layers_csv.write_many({"step": self.step, **layer} for layer in per_layer)
         evaluation = self.eval_steps.number(self.step)
         generate = self.config.eval.generate
@@ -275,7 +285,7 @@ class Run:
         remove_stale_temporaries(self.out_dir)  # left by a process killed mid-write; nobody else writes here now
         previous = read_record(self.out_dir)
         if previous and previous.get("status") in FINISHED_STATUSES:
-            if previous.get("config_fingerprint") != self.fingerprint:
+            if not self._same_config(previous):
                 raise DifferentConfig(self._different_config(previous, f"a {previous['status']} run"))
             self._drop_torn_rows(previous)
             log.info(f"Already {previous['status']} at step {finished_step(previous)}: {self.csv_path} (skipped)")

@@ -166,7 +166,7 @@ def test_tables_match_the_csvs(tiny_sweep, tmp_path):
     sizes = [{"hidden": h, "tokens": csv[h].at[20, "unique_tokens"], "seeds": 1, "waiting": []} for h in (32, 48)]
     assert len(decision) == 1 and decision.outcome[0] == decide_scaling(sizes, Rules())["outcome"]
     assert "Not applicable" in (out / "factorial.md").read_text()
-    for name in ("tokens.png", "loss.png", "collapse_ratio.png", "diagnostics.png"):
+    for name in ("tokens.png", "loss.png", "collapse_ratio.png", "diagnostics.png", "mechanism.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     diagnostics = pd.read_csv(out / "diagnostics.csv")
     assert list(diagnostics.hidden) == [32, 48] and "## Collapse diagnostics" in result.stdout

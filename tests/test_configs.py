@@ -53,9 +53,10 @@ def test_every_preset_composes_with_every_scale(preset, scale):
     assert params, f"{preset} sweeps nothing"
     assert cfg.hydra.sweep.dir == f"multirun/{preset}/{scale}"
     steps = cfg.train.steps
+    long_horizon = preset in ("screening", "fixes", "collapse_map")  # the scale's grid.horizon
     assert steps == {"paper": 20_000 if preset == "stage1_only" else 10_000,
                      "smoke": 80 if preset == "stage1_only" else 40,
-                     "study": 800 if preset == "stage1_only" else 400}[scale]
+                     "study": 800 if preset == "stage1_only" else 1200 if long_horizon else 400}[scale]
 
 
 def test_presets_compose_without_a_link_from_conf_to_sweeps():
@@ -107,7 +108,37 @@ def test_forensics_runs_every_suspect_against_the_recipe_under_the_seeds_schedul
     arm = {name: composed([f"suspect={name}", "seed=1", "+sweep=forensics", "scale=study"]) for name in arms}
     assert arm["faithful"].optim == composed(["+sweep=forensics", "scale=study"]).optim
     assert arm["coupled_l2"].optim.name == "adam_l2" and arm["decay_all"].optim.decay == "all"
+    assert (arm["adam_all_params"].optim.name, arm["adam_all_params"].optim.decay) == ("adam_l2", "all")
     assert arm["large_vocab"].data.vocab_size == 16384 and arm["faithful"].data.vocab_size == 4096
     assert not arm["no_bitlinear_norm"].model.bitlinear_norm and not arm["no_latent_weights"].model.latent_weights
     assert not arm["unclamped_act_scale"].model.clamp_act_scale and arm["quantized_head"].model.quantize_head
     assert composed(["suspect=large_vocab", "+sweep=forensics", "scale=smoke"]).data.vocab_size == 2048
+
+
+def test_screening_is_a_full_two_level_factorial_of_code_level_slips():
+    cfg = composed(["+sweep=screening", "scale=study"], hydra_node=True)
+    params = dict(cfg.hydra.sweeper.params)
+    assert params == {"optim.name": "adamw,adam_l2", "optim.decay": "matrices,all",
+                      "model.quantize_head": "false,true", "seed": "0,1,2"}
+    # the recipe is the all-"first level" cell; the slip Adam(model.parameters(), weight_decay=0.1) is one cell
+    assert (cfg.optim.name, cfg.optim.decay, cfg.model.quantize_head, cfg.model.bitlinear_norm) == \
+        ("adamw", "matrices", False, True)  # the recipe is the all-"first level" cell
+    assert (cfg.lr.name, cfg.wd.name, cfg.wd.value, cfg.wd.stage2_value, cfg.train.steps) == \
+        ("two_stage", "two_stage", 0.1, 0.0, 1200)
+
+
+def test_fixes_are_tried_on_the_one_line_adam_slip():
+    arm = {name: composed(["+sweep=fixes", "scale=study", f"intervention={name}"])
+           for name in composed(["+sweep=fixes", "scale=study"], hydra_node=True).hydra.sweeper.params
+           .intervention.split(",")}
+    assert sorted(arm) == sorted(["standard", "reduced_lr", "label_smoothing", "grad_clip", "wider", "stage2_wd_005",
+                                  "no_wd_switch", "corrected_code"])
+    slip = arm["standard"]
+    assert (slip.optim.name, slip.optim.decay, slip.hidden, slip.train.steps) == ("adam_l2", "all", 64, 1200)
+    assert (arm["corrected_code"].optim.name, arm["corrected_code"].optim.decay) == ("adamw", "matrices")
+    assert arm["wider"].hidden == arm["wider"].model.hidden == 128 and arm["wider"].optim.name == "adam_l2"
+    assert arm["reduced_lr"].lr.peak == 5e-4 and arm["grad_clip"].train.grad_clip == 0.1
+    assert arm["label_smoothing"].train.label_smoothing == 0.1
+    assert arm["no_wd_switch"].wd.stage2_value == arm["no_wd_switch"].wd.value == 0.1
+    assert arm["stage2_wd_005"].wd.stage2_value == 0.05
+    assert composed(["+sweep=fixes", "scale=smoke", "intervention=wider"]).hidden == 64

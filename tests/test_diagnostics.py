@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bitnet.diagnostics import (CosineAccumulator, WeightTracker, distinct_n, generate, mean_pairwise_cosine,
-                                repeated_ngram_rate, text_diversity, unigram_entropy)
+                                parameter_group_rms, repeated_ngram_rate, text_diversity, unigram_entropy)
 from bitnet.model import BitNetLM
 from bitnet.quant import BitLinear, ternary_codes
 from tests.conftest import model_config
@@ -94,3 +94,44 @@ def test_sampling_does_not_move_the_training_rng():
     assert torch.equal(first, generate(model, prompts, 12, 1.0, seed=5, autocast=nullcontext))
     greedy = generate(model, prompts, 12, None, seed=0, autocast=nullcontext)  # longer than max_seq_len
     assert greedy.shape == (2, 12)
+
+
+def rms(t: torch.Tensor) -> float:
+    return float(t.detach().square().mean().sqrt())
+
+
+def test_parameter_group_rms_names_each_group_of_bitnets_model():
+    torch.manual_seed(0)
+    model = BitNetLM(model_config(hidden=16, layers=2, n_heads=2, vocab_size=50))
+    groups = parameter_group_rms(model)
+    assert groups["embed_rms"] == pytest.approx(rms(model.embed.weight), rel=1e-6)
+    assert groups["head_rms"] == pytest.approx(rms(model.head.weight), rel=1e-6)
+    assert groups["norm_gain_rms"] == pytest.approx(1.0) and groups["final_norm_rms"] == pytest.approx(1.0)
+    with torch.no_grad():  # what decay on every parameter does to the final norm's gain, and only to it here
+        model.final_norm.weight.mul_(0.25)
+    shrunk = parameter_group_rms(model)
+    assert shrunk["final_norm_rms"] == pytest.approx(0.25)
+    gains = [m.weight for m in model.modules() if type(m).__name__ == "RMSNorm"]
+    expected = math.sqrt(sum(float(g.detach().square().sum()) for g in gains) / sum(g.numel() for g in gains))
+    assert shrunk["norm_gain_rms"] == pytest.approx(expected) and 0.25 < expected < 1
+
+
+def test_parameter_group_rms_on_a_foreign_model_with_tied_head_and_layernorm():
+    class Tiny(torch.nn.Module):  # GPT-2's layout: wte, a LayerNorm, ln_f, an lm_head tied to wte
+        def __init__(self):
+            super().__init__()
+            self.wte = torch.nn.Embedding(30, 8)
+            self.ln_1 = torch.nn.LayerNorm(8)
+            self.ln_f = torch.nn.LayerNorm(8)
+            self.lm_head = torch.nn.Linear(8, 30, bias=False)
+            self.lm_head.weight = self.wte.weight
+
+    model = Tiny()
+    with torch.no_grad():
+        model.ln_f.weight.fill_(0.5)
+    groups = parameter_group_rms(model)
+    assert groups["head_rms"] == groups["embed_rms"] == pytest.approx(rms(model.wte.weight))
+    assert groups["final_norm_rms"] == pytest.approx(0.5)
+    assert groups["norm_gain_rms"] == pytest.approx(math.sqrt((1 + 0.25) / 2))
+    assert parameter_group_rms(torch.nn.Linear(3, 3)) == {"embed_rms": None, "head_rms": None,
+                                                          "norm_gain_rms": None, "final_norm_rms": None}

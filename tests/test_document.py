@@ -146,7 +146,8 @@ def test_a_real_tiny_sweep_report(document, tmp_path):
                  - final["linear", "constant"] - final["two_stage", "constant"]) / 2
     assert f"- WD switch (main effect): unique tokens {fmt_value(wd_effect, 'drop')}, eval loss " in text
     links = IMAGE.findall(text)
-    assert [Path(link).name for link in links] == ["sweep-tokens.png", "sweep-loss.png", "sweep-diagnostics.png"]
+    assert [Path(link).name for link in links] == ["sweep-tokens.png", "sweep-loss.png", "sweep-diagnostics.png",
+                                                   "sweep-mechanism.png"]
     assert all((out / link).exists() for link in links)
 
 

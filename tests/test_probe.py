@@ -91,6 +91,9 @@ def test_softmax_entropy_of_a_uniform_model_is_ln_vocab_and_its_phase_near_unifo
     assert math.isclose(uniform["softmax_entropy"], math.log(vocab), rel_tol=1e-6)
     assert math.isclose(uniform["eval_loss"], math.log(vocab), rel_tol=1e-6)
     assert uniform["unique_tokens"] == 1  # argmax of a uniform distribution: always token 0
+    assert uniform["logit_std"] == 0.0  # no logit scale at all
+    sharp = evaluate(lambda ids: torch.nn.functional.one_hot(ids, vocab).float() * 3.0, eval_set)
+    assert sharp["logit_std"] == pytest.approx(float(torch.tensor([3.0] + [0.0] * (vocab - 1)).std()))
     probe = Probe(tmp_path, torch.arange(400) % vocab, positions=40, seq_len=8, train_ids=torch.arange(400) % 7)
     assert probe.phase(probe(lambda ids: torch.zeros(*ids.shape, vocab), 0)) == "near-uniform"
     assert Probe(tmp_path / "b", torch.arange(400) % vocab, positions=40, seq_len=8).phase(uniform) == "unknown"

@@ -570,3 +570,24 @@ def test_adding_a_swept_key_says_the_points_will_be_renamed(tmp_path):
             f"folders are named by the keys that vary across the grid (now: hidden, seed)") in lines[0]
     assert "trained again, not skipped" in lines[0]
     assert wider.stdout.index("Training from step 0") > 0  # the warning came first; the points still ran
+
+
+def test_a_finished_run_is_recognised_by_its_recorded_config_not_its_stored_hash(tmp_path, finished_tiny):
+    """A scale that gains a grid value (or a fingerprint rule that changes) must not turn finished points into
+    "another config": the folder's recorded config is fingerprinted by today's rule. A real difference still
+    is one."""
+    import shutil
+
+    from bitnet.train import Run
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished_tiny, folder)
+    old = record(folder)
+    old["config"]["grid"] = {"horizon": 123, "seeds": "0,1,2"}  # preset helper values are not what a run computes
+    old["config_fingerprint"] = "an-older-rule"
+    (folder / "run.json").write_text(json.dumps(old))
+    assert Run(compose_tiny("train.checkpoint_every=10"), folder).run()["skipped"] is True
+    old["config"]["train"]["label_smoothing"] = 0.3
+    (folder / "run.json").write_text(json.dumps(old))
+    with pytest.raises(Exception, match="train.label_smoothing: 0.3 there, 0.0 now"):
+        Run(compose_tiny("train.checkpoint_every=10"), folder).run()

@@ -87,16 +87,20 @@ def test_multirun_sweep_writes_one_csv_per_point(tmp_path):
 
 
 SMOKE_PRESETS = ["scaling", "interventions", "stage1_only", "wd_stage2", "controls", "lr_wd_factorial",
-                 "forensics"]
+                 "forensics", "screening", "fixes", "collapse_map"]
+# one seed where the grid is large: the preset's shape is what is checked, not its replication
+ONE_SEED = {"screening", "fixes", "forensics"}
 
 
 @pytest.mark.parametrize("preset", [p if p == "scaling" else pytest.param(p, marks=pytest.mark.slow)
                                     for p in SMOKE_PRESETS])
 def test_preset_runs_end_to_end_at_smoke_scale(preset, tmp_path):
-    run_cli("-m", f"+sweep={preset}", "scale=smoke", "threads=1", f"hydra.sweep.dir={tmp_path}", timeout=600)
+    seeds = ["seed=0"] if preset in ONE_SEED else []
+    run_cli("-m", f"+sweep={preset}", "scale=smoke", "threads=1", *seeds, f"hydra.sweep.dir={tmp_path}",
+            timeout=600)
     csvs = sorted(tmp_path.glob("*/metrics.csv"))
     expected = {"scaling": 2, "interventions": 4, "stage1_only": 3, "wd_stage2": 2, "controls": 6,
-                "lr_wd_factorial": 12, "forensics": 24}[preset]
+                "lr_wd_factorial": 12, "forensics": 9, "screening": 8, "fixes": 8, "collapse_map": 3}[preset]
     assert len(csvs) == expected
     for path in csvs:
         rows = read_rows(path)
