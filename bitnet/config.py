@@ -6,6 +6,7 @@ Each component owns its keys, their allowed values and its own checks, next to i
     lr, wd    bitnet.schedules.LRSchedule, WDSchedule
     data      bitnet.data.DataConfig          eval.generate   bitnet.diagnostics.GenerateConfig
     train     TrainConfig (below)             eval            EvalConfig (below)
+    logger    bitnet.loggers.LoggerConfig
 
 The defaults are in conf/ (the YAML files); a key missing from the composed config is an error. `RunConfig`
 holds the components and the top-level keys, checks the rules that span components (checkpoints on
@@ -28,13 +29,14 @@ from bitnet.data import DataConfig
 from bitnet.devices import parse_device
 from bitnet.diagnostics import GenerateConfig
 from bitnet.keys import ConfigError, Keys
+from bitnet.loggers import LoggerConfig
 from bitnet.model import ModelConfig
 from bitnet.optim import OptimConfig
 from bitnet.schedules import LRSchedule, WDSchedule
 
 PRECISIONS = ("auto", "bf16", "fp32")
 # Keys that change how a run is executed but not what it computes: a checkpoint stays valid across them.
-EXECUTION_KEYS = ("device", "compile", "threads", "progress")
+EXECUTION_KEYS = ("device", "compile", "threads", "progress", "logger")
 # Keys a run's fingerprint leaves out: the execution keys, and `grid` (the sizes, seeds and horizons presets
 # interpolate into the keys they set, which are compared there), so that a scale gaining a grid value does not
 # turn the finished points of every preset into "another config".
@@ -119,6 +121,7 @@ class RunConfig:
     compile: bool                # torch.compile the model
     threads: int | None          # CPU threads; None = the cores shared among concurrent jobs
     progress: bool               # progress bar
+    logger: LoggerConfig         # where metrics rows are mirrored besides metrics.csv
     resolved: dict               # the composed config, resolved (run.json, fingerprint)
 
     @classmethod
@@ -151,7 +154,7 @@ class RunConfig:
         config = cls(model=model, optim=optim, lr=LRSchedule.from_keys(keys.sub("lr"), train.steps),
                      wd=WDSchedule.from_keys(keys.sub("wd"), train.steps), data=data, eval=evaluation, train=train,
                      seed=seed, device=device, precision=precision, compile=compile_, threads=threads,
-                     progress=progress, resolved=OmegaConf.to_container(cfg, resolve=True))
+                     progress=progress, logger=LoggerConfig.from_keys(keys.sub("logger")), resolved=OmegaConf.to_container(cfg, resolve=True))
         config.check_run_length()
         return config
 

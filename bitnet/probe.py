@@ -24,6 +24,7 @@ import contextlib
 import math
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,9 @@ from bitnet.metrics import effective_tokens, prediction_diversity
 from bitnet.phases import learning_phase
 from bitnet.records import (COMPLETED, CORE_COLUMNS, METRICS_FILE, RUNNING, MetricsCSV, switch_steps,
                             write_record)
+
+if TYPE_CHECKING:
+    from bitnet.loggers import LoggerConfig
 
 # Every metrics.csv bitnet writes has these columns, in this order (step, loss, unique_tokens first).
 METRIC_COLUMNS = [*CORE_COLUMNS, *DIAGNOSTIC_COLUMNS]
@@ -162,6 +166,10 @@ class Probe:
     config      known settings under bitnet's config keys, e.g. {"lr": {"peak": 1e-3}, "train": {"steps": 1000}};
                 train.steps is the run's length, lr/wd.switch_step mark a schedule switch for the analysis
     settings    the training code's own settings, kept verbatim in run.json
+    logger      also mirror each row and the config (run.json's config and settings) into a tracker:
+                "tensorboard", "mlflow", "wandb" with their defaults (conf/logger/), or a
+                bitnet.loggers.LoggerConfig (LoggerConfig.preset("mlflow", tracking_uri=...)); a failing tracker
+                is dropped with a warning, metrics.csv goes on
     params      parameter counts {"total", "embedding", "non_embedding"}; default: the model's total alone
     forward, autocast   how to run the model (see `evaluate`)
     """
@@ -169,7 +177,8 @@ class Probe:
     def __init__(self, out_dir, val_ids, *, positions: int = 4096, seq_len: int = 256, batch_size: int = 16,
                  train_ids=None, vocab_size: int | None = None, labels: dict | None = None,
                  config: dict | None = None, settings: dict | None = None, params: dict | None = None,
-                 forward=None, autocast=contextlib.nullcontext, source: str = "bitnet.probe"):
+                 forward=None, autocast=contextlib.nullcontext, source: str = "bitnet.probe",
+                 logger: LoggerConfig | str | None = None):
         self.out_dir = Path(out_dir)
         self.eval_set = make_eval_set(torch.as_tensor(val_ids, dtype=torch.long).flatten(), positions, seq_len)
         self.batch_size, self.forward, self.autocast, self.source = batch_size, forward, autocast, source
@@ -182,6 +191,11 @@ class Probe:
         self.params = params
         self.step = None
         self._csv = None
+        self.logger, self._trackers = logger, None
+        if isinstance(logger, str):  # bitnet.loggers reads YAML configs (omegaconf), which a probe alone never needs
+            from bitnet.loggers import LoggerConfig
+
+            self.logger = LoggerConfig.preset(logger)
 
     def _forward(self, model):
         forward = self.forward or model
@@ -218,11 +232,26 @@ class Probe:
     def write(self, row: dict) -> None:
         if self._csv is None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            continued = (self.out_dir / METRICS_FILE).exists()
             MetricsCSV.truncate_after(self.out_dir / METRICS_FILE, row["step"] - 1)
             self._csv = MetricsCSV(self.out_dir / METRICS_FILE, METRIC_COLUMNS)
+            if self.logger is not None:
+                from bitnet.loggers import start_trackers
+
+                self._trackers = start_trackers(self.logger, self.out_dir, self._mirrored_config(),
+                                                row["step"] - 1 if continued else None)
         self._csv.write(row)
+        if self._trackers is not None:
+            self._trackers.log_row(row["step"], row)
         self.step = row["step"]
         self.record(RUNNING)
+
+    def _known_config(self) -> dict:
+        """run.json's config: the labels and the known settings under bitnet's keys."""
+        return {**self.labels, **self.config}
+
+    def _mirrored_config(self) -> dict:
+        return {**self._known_config(), **({"settings": self.settings} if self.settings else {})}
 
     def record(self, status: str, **extra) -> dict:
         """Write run.json. Unknowns are null: the analysis reports them as unknown."""
@@ -233,7 +262,7 @@ class Probe:
             **measurement_facts(self.eval_set, self.vocab_size, self.unigram_entropy),
             "switch_steps": switch_steps(self.config), "labels": self.labels, "source": self.source,
             "versions": versions(),
-            "metrics_csv": METRICS_FILE, "config": {**self.labels, **self.config}, "settings": self.settings,
+            "metrics_csv": METRICS_FILE, "config": self._known_config(), "settings": self.settings,
             **extra}
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_record(self.out_dir, record)
@@ -244,4 +273,6 @@ class Probe:
         if self._csv is not None:
             self._csv.close()
             self._csv = None
+        if self._trackers is not None:
+            self._trackers.finish(status)
         return self.record(status, **extra)

@@ -26,6 +26,7 @@ from bitnet.data import BatchSampler, make_eval_set
 from bitnet.devices import assign_device, cpu_threads
 from bitnet.diagnostics import (LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report,
                                 parameter_group_rms, unigram_entropy)
+from bitnet.loggers import start_trackers
 from bitnet.probe import METRIC_COLUMNS, evaluate, measurement_facts, versions
 from bitnet.quant import drop_latent_weights
 from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
@@ -145,6 +146,7 @@ class Run:
             "elapsed_s": round(self.elapsed, 2), "config_fingerprint": self.fingerprint,
             "versions": versions(), "metrics_csv": METRICS_FILE, "config": self.config.resolved, **extra}
         write_record(self.out_dir, record)
+        self.status = status
         return record
 
     # ---- checkpoints ---------------------------------------------------------------------------------
@@ -312,6 +314,9 @@ class Run:
                         f"starts over; give eval.every a value below {self.last_step} for checkpoints")
         self._record(RUNNING)
         csv = layers_csv = None
+        # logger=tensorboard/mlflow/wandb: a copy of each metrics.csv row (bitnet.loggers; never stops the run)
+        self.trackers = start_trackers(self.config.logger, self.out_dir, self.config.resolved,
+                                       self.step if resumed else None)
         try:
             csv = MetricsCSV(self.csv_path, METRIC_COLUMNS)
             self.layers_csv = layers_csv = MetricsCSV(self.layers_path, LAYER_COLUMNS)
@@ -329,6 +334,7 @@ class Run:
             for handle in (csv, layers_csv):
                 if handle is not None:
                     handle.close()
+            self.trackers.finish(self.status)
 
     def _drop_torn_rows(self, previous: dict) -> None:
         """A finished point's CSVs end in a complete row; a torn tail (a crash mid-write in an older version, a
@@ -342,7 +348,9 @@ class Run:
         from tqdm.auto import tqdm
 
         if not resumed:
-            csv.write(self._evaluation_row())
+            row = self._evaluation_row()
+            csv.write(row)
+            self.trackers.log_row(row["step"], row)
         with tqdm(total=self.last_step, initial=self.step, disable=not self.config.progress, unit="step",
                   dynamic_ncols=True, mininterval=1.0, leave=False) as bar:  # closed on any exit
             self._train(csv, bar)
@@ -373,6 +381,7 @@ class Run:
                 self.elapsed = time.perf_counter() - started
                 row = self._evaluation_row()
                 csv.write(row)
+                self.trackers.log_row(row["step"], row)
                 unique = str(row["unique_tokens"])
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.step < self.last_step:
                     self._save_checkpoint()

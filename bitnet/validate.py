@@ -8,7 +8,8 @@ in four layers, in this order (the data before the resources, so the vocabulary 
    the rules between keys (head size, switch steps inside the run, warmup no longer than the run,
    checkpoints on evaluation steps, ...);
 2. the machine: `device` names a device this machine has (skip with `device=False`, as the sweeper does for
-   SLURM, whose jobs run on other nodes);
+   SLURM, whose jobs run on other nodes), and the chosen logger's library is installed (the message names the
+   pip extra);
 3. the data (skip with `data=False`): the text exists and the held-out split has room for `eval.positions`.
    This loads the corpus through the tokenizer cache (a fraction of a second once cached; the first time it
    trains the tokenizer that the run would train anyway);
@@ -110,6 +111,7 @@ def validate(cfg: DictConfig, *, device: bool = True, data: bool = True, cache: 
     config = RunConfig.from_config(cfg)
     if device:
         _check_device(config)
+    config.logger.check_installed()
     if data:
         _check_data(config, cache)
     try:  # memory and disk, from the config's sizes (bitnet.preflight); after the data: the vocabulary is real
