@@ -21,6 +21,9 @@ DIAGNOSTICS = [("unique_tokens", "tokens", "tokens"), ("loss_gap", "loss gap", "
                ("zero_frac", "zero frac", "cos"), ("greedy_repeat3", "greedy rep3", "ratio")]
 # Config keys that change how a run executes but not what it computes: never a reason to keep points apart.
 EXECUTION_KEYS = {"seed", "device", "compile", "threads", "progress", "data.cache_dir"}
+# Preset helper values (grid.hidden, grid.horizon, ...): what they set is compared under the keys they set, so two
+# points that differ only there (a scale that gained a value between launches) are still seeds of one cell.
+PRESET_PREFIX = "grid."
 SEEDS_STEPS = (1000, 4000)  # the seeds' collapse ratio: tokens at step 4k / tokens at step 1k
 
 
@@ -39,7 +42,8 @@ def cell_keys(sweep: Sweep, pool: bool = False) -> tuple[list[str], list[str]]:
     cells = list(zip(*(known[k].astype(str) for k in keys))) if keys else [()] * len(known)
     differing = []
     for key in candidates:
-        if key in keys or key in EXECUTION_KEYS or key.startswith(swept_groups) and key not in CONFIG_COLUMNS:
+        if (key in keys or key in EXECUTION_KEYS or key.startswith(PRESET_PREFIX)
+                or key.startswith(swept_groups) and key not in CONFIG_COLUMNS):
             continue
         values = known[key].tolist() if key in known else [c.get(key) for c in configs]
         seen = {}  # cell -> the distinct values of this key among its points (None and NaN are no value)

@@ -232,3 +232,17 @@ def test_the_span_comes_from_the_committed_runs():
                                        "optim=adamw,seed=0", "optim=adamw,seed=1", "optim=adamw,seed=2"):
             spans.append(next(s for s, p in phases if p == "contextual") - warmup)
     assert len(spans) == 6 and max(spans) == 75 and UNIGRAM_SPAN == 4 * max(spans)
+
+
+def test_points_that_differ_only_in_a_preset_grid_value_are_seeds_of_one_cell(tmp_path):
+    """A scale that gained a `grid.*` value between two launches of one sweep (grid.wide_hidden 256, then 128)
+    changes nothing the runs compute: their seeds stay one cell, and no grid.* column becomes a cell key."""
+    sweep = tmp_path / "sweep"
+    for arm, seed, wide in (("standard", 0, 256), ("standard", 1, 128), ("standard", 2, 128), ("wider", 0, 128)):
+        point = run_folder(sweep / f"intervention={arm},seed={seed}", healthy(), {},
+                           config={"seed": seed, "grid": {"wide_hidden": wide, "hidden": 64}})
+        (point / ".hydra").mkdir()
+        (point / ".hydra" / "overrides.yaml").write_text(f"- intervention={arm}\n- seed={seed}\n")
+    tables, params = analysed(sweep)
+    assert params["keys"] == ["intervention"]
+    assert not [c for c in load_sweeps(sweep).points.columns if str(c).startswith("grid.")]
