@@ -156,13 +156,14 @@ def collapse_measures(curve: pd.DataFrame, rules: Rules, first_switch, finished:
     return out
 
 
-def signature_measures(curve: pd.DataFrame, rules: Rules, first_switch, ln_vocab) -> dict:
-    """The collapse-signature parts and verdict of one point (analysis.rules.signature_parts)."""
+def signature_measures(curve: pd.DataFrame, rules: Rules, first_switch, ln_vocab, total_steps=None) -> dict:
+    """The collapse-signature parts, their numbers and the verdict of one point (analysis.rules.signature_parts)."""
     column = _loss_column(curve)
     evaluations = [{"step": step, "tokens": row.get("unique_tokens"), "phase": row.get("phase"),
                     "loss": pd.to_numeric(row.get(column), errors="coerce") if column else float("nan")}
                    for step, row in curve.iterrows()]
-    parts = signature_parts(evaluations, rules, first_switch, None if pd.isna(ln_vocab) else float(ln_vocab))
+    parts = signature_parts(evaluations, rules, first_switch, None if pd.isna(ln_vocab) else float(ln_vocab),
+                            None if pd.isna(total_steps) else float(total_steps))
     return {"signature": signature_verdict(parts) if len(curve) else "",
             **{f"signature_{k}": v for k, v in parts.items()}}
 
@@ -199,7 +200,9 @@ def per_point(sweep: Sweep, curves: dict, steps: list[int], early: int, late: in
         row["ratio"] = row["tokens_late"] / row["tokens_early"] if row["tokens_early"] else float("nan")
         row["max_tokens"] = tokens.max() if len(tokens) else float("nan")
         row.update(collapse_measures(curve, rules, first_switch, finished))
-        row.update(signature_measures(curve, rules, first_switch, point.get("ln_vocab")))
+        total = point.get("total_steps")
+        row.update(signature_measures(curve, rules, first_switch, point.get("ln_vocab"),
+                                      point.get("train.steps") if pd.isna(total) else total))
         if point["status"] not in FINISHED_STATUSES:  # a run that may still change (or never ran) is not judged
             row["signature"] = f"undecided ({point['status']})"
         rows.append(row)

@@ -82,6 +82,11 @@ RULE_OPTIONS = [
      "a share in (0, 1]", lambda v: 0 < v <= 1),
     ("stall_nats", "NATS", "collapse signature: without a phase, plateau loss within NATS of ln V", *NATS),
     ("release_nats", "NATS", "collapse signature: loss drop across the switch", *NATS),
+    ("release_window", "SHARE", "collapse signature: judge the release at the evaluation nearest switch + SHARE x "
+     "the run's total steps, the loss before it at the last evaluation at or before the switch (0: the first "
+     "evaluation after it)", "a share in [0, 1]", lambda v: 0 <= v <= 1),
+    ("stall_rise", "NATS", "collapse signature: a plateau whose loss at the switch is NATS above its lowest loss "
+     "has stalled, whatever its phase", *NATS),
 ]
 
 
