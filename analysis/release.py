@@ -93,8 +93,10 @@ def signature_numbers(evaluations: list[dict], switch_step=None, total_steps=Non
     start = None
     for e in stage1:  # the last stretch of few-token evaluations that reaches the end of stage 1
         start = (start if start is not None else e["step"]) if e["tokens"] <= plateau_tokens else None
+    if start is not None and end <= start:  # a single few-token evaluation at the switch lasts no steps
+        start = None
     span = max(end - (stage1[0]["step"] if stage1 else 0), 1)
-    out["plateau_fraction"] = (end - start) / span if start is not None and end > start else 0.0
+    out["plateau_fraction"] = (end - start) / span if start is not None else 0.0
     out["stage1_rise"] = rise([e.get("loss") for e in stage1])
     if start is not None:
         plateau = [e for e in stage1 if e["step"] >= start]
