@@ -162,7 +162,8 @@ def plot_phase_map(pp: pd.DataFrame, keys: list[str]) -> Figure | None:
             color, marker = STYLE.get(phase, STYLE[UNKNOWN])
             ax.scatter([row.value], [row.plateau_share], color=color, marker=marker, s=90, linewidths=2,
                        edgecolors="black" if marker != "x" else None, zorder=3)
-            release = (f"{row.release:+.2f} nats" if row.release_n else "release ?") + \
+            arrow = "↓" if row.release >= 0 else "↑"  # the eval loss fell (a release) or rose over the window
+            release = (f"{arrow}{abs(row.release):.2f} nats" if row.release_n else "release ?") + \
                 (f"\n{fmt_value(row.tokens_before, 'tokens')}→{fmt_value(row.tokens_after, 'tokens')} tok"
                  if row.tokens_after_n else "")
             ax.annotate(release, (row.value, row.plateau_share), textcoords="offset points", xytext=(0, 9),
@@ -171,12 +172,13 @@ def plot_phase_map(pp: pd.DataFrame, keys: list[str]) -> Figure | None:
             ax.axvline(centre[key], color="0.6", linestyle=":", linewidth=1)
         ax.set_xticks(values, [fmt_value(v) for v in values])
         ax.minorticks_off()
+        ax.margins(x=0.15)
         ax.set_ylim(-0.05, 1.2)
         ax.set_xlabel(key + (" (centre dotted)" if centre is not None else ""))
         ax.grid(True, alpha=0.3)
     panels[0].set_ylabel("plateau share of stage 1")
-    fig.suptitle("Phase map: where the few-token plateau sits, how long it lasts, the release (nats the eval loss "
-                 "fell over the window after the switch; tokens before → after)", fontsize=9)
+    fig.suptitle("Phase map: the few-token plateau's phase and share of stage 1; annotated: the release (eval loss "
+                 "change over the\nwindow after the switch, ↓ = fell) and unique tokens before → after", fontsize=9)
     handles = [Line2D([], [], color=c, marker=m, linestyle="", label=p if p != NO_PLATEAU else "no plateau")
                for p, (c, m) in STYLE.items()]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)

@@ -272,7 +272,7 @@ def test_phase_map_table_and_plot(tmp_path):
     fig = plot_phase_map(params["per_point"], params["keys"])
     assert len(fig.axes) == 2 and [ax.get_xlabel() for ax in fig.axes] == ["hidden (centre dotted)",
                                                                          "data.vocab_size (centre dotted)"]
-    assert "+1.50 nats\n1→30 tok" in [t.get_text() for t in fig.axes[0].texts]
+    assert "↓1.50 nats\n1→30 tok" in [t.get_text() for t in fig.axes[0].texts]
     out = tmp_path / "out"
     cli("analysis.tables", *sweeps, "--out", out)
     assert (out / "phase_map.png").stat().st_size > 10_000 and (out / "phase_map.csv").exists()
