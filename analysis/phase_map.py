@@ -122,7 +122,7 @@ def phase_map_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd
         "seeds": [f"{r.finished}/{r.points}" + (f" (waiting: {r.waiting})" if r.waiting else "")
                   for _, r in table.iterrows()],
     })
-    centre_text = ", ".join(f"{k}={fmt_value(v)}" for k, v in centre.items()) if centre else "one axis"
+    centre_text = ", ".join(f"{k}={fmt_value(v)}" for k, v in centre.items()) if centre else "none (a single axis)"
     notes = [f"Centre: {centre_text}; each axis varies one key with the others at the centre. Means over the "
              f"finished seeds with 95% t intervals; seeds = finished/all points of the cell.",
              "Plateau = the last stretch of few-token evaluations (at most --signature-tokens unique tokens) that "
@@ -143,7 +143,7 @@ def plot_phase_map(pp: pd.DataFrame, keys: list[str]) -> Figure | None:
     except NotAStar:
         return None
     axes_keys = list(dict.fromkeys(table.axis))
-    fig = Figure(figsize=(4.2 * len(axes_keys) + 0.6, 4.4), layout="constrained")
+    fig = Figure(figsize=(max(9.0, 4.2 * len(axes_keys) + 0.6), 4.4), layout="constrained")  # title, legend fit
     panels = fig.subplots(1, len(axes_keys), squeeze=False)[0]
     for ax, key in zip(panels, axes_keys):
         block = table[table.axis == key]
