@@ -47,7 +47,7 @@ def design(pp: pd.DataFrame, keys: list[str]) -> dict:
     Raises NotFactorial when it is not a full factorial or regular fraction over 2+ keys."""
     if len(keys) < 2:
         raise NotFactorial("needs two or more swept keys (besides seed), each with exactly two values")
-    levels = {k: list(dict.fromkeys(pp[k].map(lambda v: None if pd.isna(v) else v))) for k in keys}
+    levels = {k: list(dict.fromkeys(_norm(v) for v in pp[k])) for k in keys}
     many = [f"{k} takes {len(v)} values ({', '.join(fmt_value(x) for x in v)})" for k, v in levels.items() if len(v) != 2]
     if many:
         raise NotFactorial(f"every swept key but seed must take exactly two values: {'; '.join(many)}")
@@ -58,15 +58,21 @@ def design(pp: pd.DataFrame, keys: list[str]) -> dict:
              if len({math.prod(c[i] for i in w) for c in signs}) == 1]
     regular = len(signs) & (len(signs) - 1) == 0 and (len(words) + 1) * len(signs) == 2 ** k
     if not regular:
-        full = itertools.product((-1, 1), repeat=k)
-        absent = [", ".join(f"{key}={fmt_value(levels[key][(s + 1) // 2])}" for key, s in zip(keys, cell))
-                  for cell in full if cell not in signs]
+        absent = [_cell_text(keys, levels, c) for c in itertools.product((-1, 1), repeat=k) if c not in signs]
         raise NotFactorial(f"the grid's {len(signs)} cells are neither the full 2^{k} factorial nor a regular "
                            f"fraction of it; missing: {'; '.join(absent)}")
     return {"factors": keys, "levels": levels, "cells": signs, "words": words}
 
 
+def _cell_text(keys: list[str], levels: dict, cell: tuple[int, ...]) -> str:
+    """A cell as the overrides that make it: `optim.name=adam_l2, optim.decay=all`."""
+    return ", ".join(f"{k}={fmt_value(levels[k][(s + 1) // 2])}" for k, s in zip(keys, cell))
+
+
 def _norm(value):
+    """A config value as a level: hashable (a list such as optim.betas as its repr), NaN as None."""
+    if isinstance(value, (list, dict)):
+        return repr(value)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
@@ -101,9 +107,12 @@ def effects_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.D
     done = pp.status == "completed"
     lacking = [c for c in d["cells"] if not (done & (sign == c)).any()]
     if lacking:
-        shown = ["{} ({})".format(", ".join(f"{k}={fmt_value(levels[k][(s + 1) // 2])}" for k, s in zip(keys, c)),
-                                  ", ".join(dict.fromkeys(pp.status[sign == c])) or "missing") for c in lacking]
+        shown = [f"{_cell_text(keys, levels, c)} ({', '.join(dict.fromkeys(pp.status[sign == c])) or 'missing'})"
+                 for c in lacking]
         raise NotFactorial(f"no completed point yet in {len(lacking)} of the {len(d['cells'])} cells: {'; '.join(shown)}")
+    # per response: the completed points' values in each cell, and the cells where none has a value
+    values = {column: {c: list(pp[column][done & (sign == c)]) for c in d["cells"]} for column, _, _ in RESPONSES}
+    empty = {column: [c for c, vs in cells.items() if all(pd.isna(v) for v in vs)] for column, cells in values.items()}
     rows, notes = [], []
     effect_words = [(i,) for i in range(len(keys))] + list(itertools.combinations(range(len(keys)), 2))
     for word in effect_words:
@@ -115,13 +124,11 @@ def effects_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.D
                "aliases": "; ".join("the grand mean" if not a else _word(names, a) for a in others if len(a) <= 2
                                     or not a) + ("; higher-order" if any(len(a) > 2 for a in others) else "")}
         for column, _, _ in RESPONSES:
-            values = {c: list(pp[column][done & (sign == c)]) if column in pp else [] for c in d["cells"]}
-            empty = [c for c, vs in values.items() if not any(not pd.isna(v) for v in vs)]
-            if empty or () in others:
+            if empty[column] or () in others:
                 row.update({column: float("nan"), f"{column}_lo": float("nan"), f"{column}_hi": float("nan"),
                             f"{column}_df": float("nan")})
                 continue
-            est, lo, hi, df = effects(values, word)
+            est, lo, hi, df = effects(values[column], word)
             row.update({column: est, f"{column}_lo": lo, f"{column}_hi": hi, f"{column}_df": df})
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -152,13 +159,10 @@ def effects_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.D
                  "release = that loss - the loss at the evaluation nearest switch + the release window (positive: "
                  "it fell); final eval loss and unique tokens at the last evaluation.")
     for column, header, _ in RESPONSES:
-        values = {c: list(pp[column][done & (sign == c)]) if column in pp else [] for c in d["cells"]}
-        empty = [c for c, vs in values.items() if not any(not pd.isna(v) for v in vs)]
-        if empty:
+        if empty[column]:
             notes.append(f"{header}: undecided, because no completed point has a value in "
-                         + "; ".join(", ".join(f"{k}={fmt_value(levels[k][(s + 1) // 2])}" for k, s in zip(keys, c))
-                                     for c in empty) + (" (e.g. a run that ends before switch + window)"
-                                                        if column == "signature_release_drop" else "") + ".")
+                         + "; ".join(_cell_text(keys, levels, c) for c in empty[column]) + (" (e.g. runs that end before switch + window)"
+                                                                       if column == "signature_release_drop" else "") + ".")
     return md, table, notes
 
 

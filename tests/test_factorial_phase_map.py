@@ -139,12 +139,13 @@ FACTORIAL = {("adamw", "matrices"): ([100, 80], [0.0, 0.0]), ("adam_l2", "matric
              ("adamw", "all"): ([80, 80], [0.1, 0.1]), ("adam_l2", "all"): ([20, 40], [0.4, 0.6])}
 
 
-def factorial_sweep(path: Path, skip=(), running=()) -> Path:
+def factorial_sweep(path: Path, skip=(), running=(), cut=()) -> Path:
     points = []
     for (name, decay), (starts, rises) in FACTORIAL.items():
         for seed, (start, rise) in enumerate(zip(starts, rises)):
             overrides = [f"optim.name={name}", f"optim.decay={decay}", f"seed={seed}"]
             rows = [] if (name, decay) in skip else run_rows(start, rise, 1.0, 5.0 + rise, 100 - start)
+            rows = [r for r in rows if r["step"] <= 100] if (name, decay) in cut else rows  # ends at the switch
             status = "running" if (name, decay) in running else "completed"
             points.append((overrides, {"seed": seed, "optim": {"name": name, "decay": decay}}, rows, status))
     return write_sweep(path, points)
@@ -224,6 +225,17 @@ def test_missing_or_unfinished_cells_are_refused_by_name(tmp_path):
     pp = build_tables(load_sweeps(sweep))[1]["per_point"]
     with pytest.raises(NotFactorial, match="missing: optim.name=adam_l2, optim.decay=all$"):
         design(pp, ["optim.name", "optim.decay"])
+
+
+def test_a_response_without_a_value_in_a_cell_is_undecided(tmp_path):
+    """Runs of one cell end at the switch: their release is unknown, so the release column has no effects and
+    the note says why; the other responses keep theirs."""
+    tables, params = build_tables(load_sweeps(factorial_sweep(tmp_path / "c", cut=[("adamw", "all")])))
+    csv = tables["effects"][1]
+    assert csv.signature_release_drop.isna().all() and csv.signature_plateau_fraction.notna().all()
+    assert ("release over the window (nats): undecided, because no completed point has a value in "
+            "optim.name=adamw, optim.decay=all (e.g. runs that end before switch + window).") in params["notes"]["effects"]
+    assert tables["effects"][0]["release over the window (nats)"].tolist() == ["–"] * 3
 
 
 def test_effects_from_the_commands(tmp_path):
