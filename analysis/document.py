@@ -43,14 +43,15 @@ import yaml
 from analysis.fmt import fmt_value, step_label
 from analysis.load import GRID_MANIFEST, NotASweep, Sweep, find_point_folders, parse_overrides, varying_keys
 from analysis.report import RULE_OPTIONS, add_analysis_options, analyse, rule_lines, status_lines, table_markdown
-from analysis.tables import EMPTY, TITLES, BadStep
+from analysis.tables import TITLES, BadStep, empty_reason
 
 PARTS = ["setup", "points", "verdicts", "plots", "tables"]
 PART_TITLES = {"setup": "What was run", "points": "Points", "verdicts": "Verdicts", "plots": "Plots",
                "tables": "Tables"}
 PLOT_TEXT = {"tokens.png": "unique predicted tokens vs step", "loss.png": "training and held-out loss vs step",
              "collapse_ratio.png": "collapse ratio vs hidden size", "diagnostics.png": "collapse diagnostics vs step",
-             "mechanism.png": "parameter-group RMS and logit scale vs step"}
+             "mechanism.png": "parameter-group RMS and logit scale vs step",
+             "phase_map.png": "phase map: plateau share of stage 1 per axis value, by plateau phase, with the release"}
 BEGIN = re.compile(r"^<!-- generated: (?P<args>.*?) -->\s*$")
 END = re.compile(r"^<!-- end generated -->\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -313,7 +314,7 @@ def section_markdown(section: Section, parts: list[str], level: int, heading: bo
             text += "".join(f"\n{table_markdown(n, tables, params, level + 1)}" for n in shown)
             empty = [n for n in tables if n != "points" and not len(tables[n][0])]
             if empty:
-                text += "\nNot applicable here: " + "; ".join(f"{TITLES[n]} ({EMPTY.get(n, 'no rows')})"
+                text += "\nNot applicable here: " + "; ".join(f"{TITLES[n]} ({empty_reason(n, params)})"
                                                               for n in empty) + ".\n"
         text += "\n"
     return text.rstrip("\n") + "\n", pngs

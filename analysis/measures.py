@@ -197,15 +197,16 @@ def collapse_measures(curve: pd.DataFrame, rules: Rules, first_switch, finished:
     return out
 
 
-def signature_measures(curve: pd.DataFrame, rules: Rules, first_switch, ln_vocab) -> dict:
-    """The collapse-signature parts and verdict of one point (analysis.rules.signature_parts)."""
+def signature_measures(curve: pd.DataFrame, rules: Rules, first_switch, ln_vocab, total_steps=None) -> dict:
+    """The collapse-signature parts, their numbers and the verdict of one point (analysis.rules.signature_parts)."""
     column = _loss_column(curve)
     nothing = [float("nan")] * len(curve)
     evaluations = [{"step": step, "tokens": tokens, "phase": phase, "loss": loss} for step, tokens, phase, loss in zip(
         curve.index, curve["unique_tokens"] if "unique_tokens" in curve else nothing,
         curve["phase"] if "phase" in curve else [None] * len(curve),
         pd.to_numeric(curve[column], errors="coerce") if column else nothing)]  # columns, not iterrows: 10x faster
-    parts = signature_parts(evaluations, rules, first_switch, None if pd.isna(ln_vocab) else float(ln_vocab))
+    parts = signature_parts(evaluations, rules, first_switch, None if pd.isna(ln_vocab) else float(ln_vocab),
+                            None if pd.isna(total_steps) else float(total_steps))
     return {"signature": signature_verdict(parts) if len(curve) else "",
             **{f"signature_{k}": v for k, v in parts.items()}}
 
@@ -243,7 +244,9 @@ def per_point(sweep: Sweep, curves: dict, steps: list[int], early: int, late: in
         row["ratio"] = row["tokens_late"] / row["tokens_early"] if row["tokens_early"] else float("nan")
         row["max_tokens"] = tokens.max() if len(tokens) else float("nan")
         row.update(collapse_measures(curve, rules, first_switch, finished))
-        row.update(signature_measures(curve, rules, first_switch, point.get("ln_vocab")))
+        total = point.get("total_steps")
+        row.update(signature_measures(curve, rules, first_switch, point.get("ln_vocab"),
+                                      point.get("train.steps") if pd.isna(total) else total))
         if point["status"] not in FINISHED_STATUSES:  # a run that may still change (or never ran) is not judged
             row["signature"] = f"undecided ({point['status']})"
         row["too_short"], row["diverged"] = unjudged(sweep, point, curve)

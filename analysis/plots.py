@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from analysis.fmt import fmt_value, step_label
 from analysis.load import Sweep
 from analysis.measures import (cell_keys, default_collapse_steps, per_point, point_curves, switch_events)
+from analysis.phase_map import plot_phase_map
 from analysis.rules import COLLAPSE_LEVEL, COSINE_HIGH, RATIO_CLASSES, UNIGRAM_GAP
 
 # The diagnostics plot's panels, top to bottom: (metrics.csv column, y label).
@@ -241,14 +242,16 @@ def _plot_panels(sweep: Sweep, candidates, title: str, axes, keys):
 
 def figures(sweep: Sweep, params: dict) -> list[tuple[str, Figure]]:
     """[(file name, Figure)]: tokens.png, loss.png, collapse_ratio.png (sweeps over hidden), diagnostics.png and
-    mechanism.png (runs with those columns); `params` is build_tables' second value."""
+    mechanism.png (runs with those columns) and phase_map.png (numeric keys varied one at a time); `params` is
+    build_tables' second value."""
     keys = params["keys"]
     drawn = [("tokens.png", plot_tokens(sweep, keys=keys, collapse_level=params["rules"].collapse_level)),
              ("loss.png", plot_loss(sweep, keys=keys)),
              ("collapse_ratio.png", plot_collapse(sweep, early=params["early"], late=params["late"],
                                                   per_point_frame=params["per_point"], keys=keys)),
              ("diagnostics.png", plot_diagnostics(sweep, keys=keys)),
-             ("mechanism.png", plot_mechanism(sweep, keys=keys))]
+             ("mechanism.png", plot_mechanism(sweep, keys=keys)),
+             ("phase_map.png", plot_phase_map(params["per_point"], keys))]
     return [(name, fig) for name, fig in drawn if fig is not None]
 
 

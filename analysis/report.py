@@ -16,7 +16,7 @@ from analysis.fmt import step_label, to_markdown
 from analysis.foreign import add_foreign_arguments, labelling_from
 from analysis.load import NotASweep, Sweep, load_sweeps
 from analysis.rules import Rules
-from analysis.tables import EMPTY, TITLES, BadStep, build_tables, phase_note
+from analysis.tables import TITLES, BadStep, build_tables, empty_reason, phase_note
 
 
 def status_lines(sweep: Sweep) -> list[str]:
@@ -42,7 +42,7 @@ def table_markdown(name: str, tables: dict, params: dict, level: int = 2, phase_
     phase = phase_note(params["rules"])
     notes = [n for n in params["notes"].get(name, []) if n != phase or not phase_above] if len(md) else []
     text = f"{'#' * level} {TITLES[name]}\n\n" + "".join(f"{note}\n\n" for note in notes)
-    return text + (to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name, 'no rows')}.") + "\n"
+    return text + (to_markdown(md) if len(md) else f"Not applicable: {empty_reason(name, params)}.") + "\n"
 
 
 def render(sweep: Sweep, tables: dict, params: dict) -> str:
@@ -55,7 +55,7 @@ def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bo
     written = []
     for name, (md, csv) in tables.items():
         notes = "".join(f"{note}\n\n" for note in params["notes"].get(name, [])) if len(md) else ""
-        (out / f"{name}.md").write_text(notes + (to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name)}.") + "\n")
+        (out / f"{name}.md").write_text(notes + (to_markdown(md) if len(md) else f"Not applicable: {empty_reason(name, params)}.") + "\n")
         csv.to_csv(out / f"{name}.csv", index=False)
         written += [out / f"{name}.md", out / f"{name}.csv"]
     (out / "tables.md").write_text(render(sweep, tables, params))
@@ -82,6 +82,11 @@ RULE_OPTIONS = [
      "a share in (0, 1]", lambda v: 0 < v <= 1),
     ("stall_nats", "NATS", "collapse signature: without a phase, plateau loss within NATS of ln V", *NATS),
     ("release_nats", "NATS", "collapse signature: loss drop across the switch", *NATS),
+    ("release_window", "SHARE", "collapse signature: judge the release at the evaluation nearest switch + SHARE x "
+     "the run's total steps, the loss before it at the last evaluation at or before the switch (0: the first "
+     "evaluation after it)", "a share in [0, 1]", lambda v: 0 <= v <= 1),
+    ("stall_rise", "NATS", "collapse signature: a plateau whose loss at the switch is NATS above its lowest loss "
+     "has stalled, whatever its phase", *NATS),
 ]
 
 

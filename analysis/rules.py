@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from analysis.release import signature_numbers
 from bitnet.phases import (CONTEXTUAL, CONTEXTUAL_MARGIN, DIVERGING_MARGIN, NEAR_UNIFORM_SHARE, UNKNOWN, learning_phase,
                            phase_rule)
 
@@ -31,7 +32,9 @@ SIGNATURE_TOKENS = 5     # tokens: "about 2", the complete-collapse class
 SIGNATURE_SHARE = 0.2    # the plateau lasts at least this share of stage 1 (the steps before the first switch)
 STALL_NATS = 1.0         # nats: on the plateau the loss stays within this of ln V (or of the run's first loss)
 RELEASE_NATS = 1.0       # nats: the loss drops at least this much across the switch...
-RELEASE_FACTOR = 2.0     # ...while unique tokens at least double
+RELEASE_FACTOR = 2.0     # ...while unique tokens at least double...
+RELEASE_WINDOW = 0.1     # ...from the switch to a tenth of the run later (the seeds' step 5k -> 6k of 10k)
+STALL_RISE = 0.1         # nats: a plateau whose loss rises this much by the switch has stalled, in any phase
 
 # The collapse diagnostics' verdict thresholds (see `verdict`).
 UNIGRAM_GAP = 0.1     # nats: |eval loss - unigram entropy| below this is "at the unigram loss"
@@ -60,6 +63,8 @@ class Rules:
     signature_share: float = SIGNATURE_SHARE
     stall_nats: float = STALL_NATS
     release_nats: float = RELEASE_NATS
+    release_window: float = RELEASE_WINDOW
+    stall_rise: float = STALL_RISE
 
     def phase(self, eval_loss, ln_vocab, unigram_entropy) -> str:
         return learning_phase(eval_loss, ln_vocab, unigram_entropy, near_uniform_share=self.near_uniform_share,
@@ -216,47 +221,58 @@ def signature_rule(rules: Rules) -> str:
     return (f"plateau = at most {rules.signature_tokens:g} unique tokens at every evaluation from its start to the "
             f"switch (or the end of a run without one), lasting at least {rules.signature_share:g} of stage 1; "
             f"stalled = on the plateau every row is near-uniform (learning phase) or, without a phase, its loss is "
-            f"within {rules.stall_nats:g} nats of ln V (or of the run's first loss, taken before the plateau); "
-            f"release = across the switch the loss drops at least {rules.release_nats:g} nats and tokens at least "
+            f"within {rules.stall_nats:g} nats of ln V (or of the run's first loss, taken before the plateau), or "
+            f"the loss rises on the plateau: at the switch at least {rules.stall_rise:g} nats above the plateau's "
+            f"lowest loss; release = from the last evaluation at or before the switch to the evaluation nearest "
+            f"switch + {rules.release_window:g} of the run's total steps (a run evaluated no later than that: "
+            f"unknown) the loss drops at least {rules.release_nats:g} nats and tokens at least "
             f"x{RELEASE_FACTOR:g}. yes: plateau, no part contradicts it, and stalled or release shown; no: no "
-            f"plateau, or the loss is shown to leave the near-uniform range on it; partial: the rest")
+            f"plateau, or the loss is shown to fall out of the near-uniform range on it without rising; partial: "
+            f"the rest")
 
 
-def signature_parts(evaluations: list[dict], rules: Rules, switch_step=None, ln_vocab=None) -> dict:
+def signature_parts(evaluations: list[dict], rules: Rules, switch_step=None, ln_vocab=None, total_steps=None) -> dict:
     """evaluations: [{step, tokens, loss, phase}] in step order (loss: eval loss when the run has one, else the
-    training loss; NaN where absent). Returns {plateau, stalled, release}: each "yes" / "no" / "unknown", with
-    {plateau_start, plateau_share, release_text}."""
+    training loss; NaN where absent); total_steps: the run's planned length (sets the release window; default
+    the last evaluated step). Returns {plateau, stalled, release}: each "yes" / "no" / "unknown", with
+    {plateau_start, plateau_share, stalled_text, release_text} and the numbers of analysis.release."""
+    numbers = signature_numbers(evaluations, switch_step, total_steps, plateau_tokens=rules.signature_tokens,
+                                window_share=rules.release_window)
     rows = [e for e in evaluations if _ok(e.get("tokens"))]
     out = {"plateau": "no", "stalled": "unknown", "release": "unknown", "plateau_start": None, "plateau_share": None,
-           "release_text": ""}
+           "stalled_text": "", "release_text": "", **numbers}
     if not rows:
         out["plateau"] = "unknown"
         return out
-    stage1 = [e for e in rows if switch_step is None or e["step"] <= switch_step]
-    end = switch_step if switch_step is not None else rows[-1]["step"]
-    start = None
-    for e in stage1:  # the last stretch of few-token evaluations that reaches the end of stage 1
-        start = (start if start is not None else e["step"]) if e["tokens"] <= rules.signature_tokens else None
-    span = max(end - (stage1[0]["step"] if stage1 else 0), 1)
-    if start is not None and stage1 and (end - start) / span >= rules.signature_share and end > start:
-        out.update(plateau="yes", plateau_start=start, plateau_share=(end - start) / span)
-        plateau = [e for e in stage1 if e["step"] >= start]
+    start, share = numbers["plateau_start"], numbers["plateau_fraction"]
+    if start is not None and share >= rules.signature_share:
+        out.update(plateau="yes", plateau_start=start, plateau_share=share)
+        plateau = [e for e in rows if start <= e["step"] <= (switch_step if switch_step is not None else math.inf)]
         phases = [e.get("phase") for e in plateau if e.get("phase") not in (None, "", "unknown")]
+        near = None  # is the plateau's loss near uniform?
         if phases:
-            out["stalled"] = "yes" if all(p == "near-uniform" for p in phases) else "no"
+            near = all(p == "near-uniform" for p in phases)
         else:
             before = [e["loss"] for e in rows if e["step"] < start and _ok(e.get("loss"))]
             reference = ln_vocab if _ok(ln_vocab) else (before[0] if before else None)
             losses = [e["loss"] for e in plateau if _ok(e.get("loss"))]
             if reference is not None and losses:
-                out["stalled"] = "yes" if all(reference - loss <= rules.stall_nats for loss in losses) else "no"
+                near = all(reference - loss <= rules.stall_nats for loss in losses)
+        rising = _ok(numbers["plateau_rise"]) and numbers["plateau_rise"] >= rules.stall_rise
+        if near or rising:
+            out["stalled"] = "yes"
+        elif near is False:
+            out["stalled"] = "no"
+        if _ok(numbers["plateau_rise"]):
+            out["stalled_text"] = f"{'near-uniform; ' if near else ''}loss {numbers['plateau_rise']:+.2f} nats on it"
     if switch_step is not None:
-        last = next((e for e in reversed(rows) if e["step"] <= switch_step), None)
-        first = next((e for e in rows if e["step"] > switch_step), None)
-        if last and first and _ok(last.get("loss")) and _ok(first.get("loss")):
-            drop, factor = last["loss"] - first["loss"], first["tokens"] / max(last["tokens"], 1)
-            out["release"] = "yes" if drop >= rules.release_nats and factor >= RELEASE_FACTOR else "no"
-            out["release_text"] = f"loss -{drop:.2f} nats, tokens {last['tokens']:g} → {first['tokens']:g}"
+        if numbers["release_why"]:
+            out["release_text"] = f"undecided, because {numbers['release_why']}"
+        else:
+            drop, before, after = numbers["release_drop"], numbers["tokens_before"], numbers["tokens_after"]
+            out["release"] = "yes" if drop >= rules.release_nats and after / max(before, 1) >= RELEASE_FACTOR else "no"
+            out["release_text"] = (f"loss {-drop:+.2f} nats, tokens {before:g} → {after:g}, step "
+                                   f"{numbers['before_step']} → {numbers['after_step']}")
     return out
 
 

@@ -11,6 +11,10 @@
   decision      over hidden sizes: A scaling fixes it, B no threshold, C mixed, or undecided (what it waits for)
   factorial     LR switch x WD switch: main effects and interaction on final tokens and eval loss
   diagnostics   the collapse diagnostics at each point's deepest collapse and final evaluation, with a verdict
+  effects       two-level factorial (each swept key two values): main effects and two-way interactions on the
+                signature's parts and the final loss and tokens (analysis/factorial.py)
+  phase_map     one numeric key varied at a time around a centre: the plateau's phase, length and release per
+                axis value (analysis/phase_map.py)
 
 With several seeds per cell every number is the mean over seeds with its 95% t interval [lo, hi]; the CSVs
 carry the mean, <col>_lo and <col>_hi, and n. `build_tables` also returns the notes printed under each
@@ -25,11 +29,13 @@ import sys
 import pandas as pd
 
 from analysis.cells import CLIPPED_NOTE, cells, keys_display, per_cell, tokens_with_phase, verdicts_over_seeds
+from analysis.factorial import NotFactorial, effects_table
 from analysis.fmt import NA, fmt_cell, fmt_int, fmt_value, step_label
 from analysis.load import Sweep
 from analysis.measures import (DIAGNOSTICS, cell_keys, data_errors, default_collapse_steps, default_steps,
                                evaluated_steps, per_point, per_point_diagnostics, per_transition, point_curves,
                                present_diagnostics)
+from analysis.phase_map import NotAStar, phase_map_table
 from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, diverged_rule,
                             label_summary, phases_summary, scaling_rule, signature_rule, too_short_rule,
                             trajectory_rule, unreachable_classes)
@@ -260,6 +266,8 @@ TITLES = {
     "decision": "Scaling decision",
     "factorial": "LR switch x WD switch (factorial)",
     "diagnostics": "Collapse diagnostics at the deepest collapse and the final evaluation",
+    "effects": "Factorial effects on the collapse signature's parts",
+    "phase_map": "Phase map: the plateau along each axis",
 }
 EMPTY = {
     "transition": "no point has an LR or WD switch (lr=two_stage or wd=two_stage)",
@@ -269,7 +277,23 @@ EMPTY = {
                  "in all four cells)",
     "diagnostics": "no collapse-diagnostic column (loss_gap, hidden_cosine, flip_rate...) in these metrics.csv "
                    "files",
+    "effects": "needs a two-level factorial: two or more swept keys besides seed, each with exactly two values",
+    "phase_map": "needs numeric keys varied one at a time around a centre",
 }
+
+
+def empty_reason(name: str, params: dict) -> str:
+    """Why table `name` has no rows: what this sweep lacks, else the table's standing requirement."""
+    return params.get("why_empty", {}).get(name) or EMPTY.get(name, "no rows")
+
+
+def _optional(build, refusal, *args) -> tuple[tuple[pd.DataFrame, pd.DataFrame], list[str], str]:
+    """((markdown, csv), notes, why empty) of a table that refuses some sweeps with a one-line reason."""
+    try:
+        md, csv, notes = build(*args)
+        return (md, csv), notes, ""
+    except refusal as err:
+        return (pd.DataFrame(), pd.DataFrame()), [], str(err)
 
 
 def phase_note(rules: Rules) -> str:
@@ -306,6 +330,8 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
     diagnostics = present_diagnostics(sweep.frame)
     dp = per_point_diagnostics(sweep, curves, keys, diagnostics)
     md, csv, summaries = interventions_table(pp, keys, rules)
+    effects, effects_notes, effects_why = _optional(effects_table, NotFactorial, pp, keys)
+    phase_map, phase_map_notes, phase_map_why = _optional(phase_map_table, NotAStar, pp, keys)
     tables = {
         "points": points_table(sweep),
         "results": results_table(pp, keys, steps),
@@ -318,6 +344,8 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
         "decision": decision_table(pp, keys, late, rules),
         "factorial": factorial_table(sweep, pp, keys),
         "diagnostics": diagnostics_table(dp, keys, diagnostics),
+        "effects": effects,
+        "phase_map": phase_map,
     }
     phase = phase_note(rules)
     notes = {
@@ -348,6 +376,10 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
                         f"collapse = hidden cos > {COSINE_HIGH}; weights churning = flip rate > {CHURN_FACTOR:g}x the "
                         f"point's median; greedy output loops = greedy rep3 >= {REPEAT_HIGH}. Empty cells: not measured "
                         f"at that row.", phase],
+        "effects": effects_notes + [f"Release window: {rules.release_window:g} of the run's total steps after "
+                                    f"the switch (--release-window)."],
+        "phase_map": phase_map_notes + [f"Release window: {rules.release_window:g} of the run's total steps after "
+                                        f"the switch (--release-window).", phase],
     }
     if differing:
         notes["points"] = [
@@ -364,7 +396,8 @@ def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: t
             notes.setdefault(name, []).insert(0, f"Not classed: {'; '.join(unjudged)}.")
     return tables, {"steps": steps, "early": early, "late": late, "why": why, "keys": keys, "differing": differing,
                     "per_point": pp, "interventions_summary": summaries, "diagnostics": diagnostics,
-                    "per_point_diagnostics": dp, "notes": notes, "rules": rules, "curves": curves}
+                    "per_point_diagnostics": dp, "notes": notes, "rules": rules, "curves": curves,
+                    "why_empty": {"effects": effects_why, "phase_map": phase_map_why}}
 
 
 if __name__ == "__main__":  # `python -m analysis.tables`: the command lives in analysis/report.py

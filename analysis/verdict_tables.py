@@ -44,15 +44,17 @@ def signature_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd
     table = cells(pp, keys, ["signature_plateau_start", "signature_plateau_share"])
     for column in ("signature", "signature_plateau", "signature_stalled", "signature_release"):
         table[column] = per_cell(pp, keys, column, counted)
-    table["signature_release_text"] = per_cell(pp, keys, "signature_release_text", label_summary)
+    for column in ("signature_stalled_text", "signature_release_text"):
+        table[column] = per_cell(pp, keys, column, label_summary)
     md = keys_display(table, keys)
     md["seed signature"] = table.signature
     md["lasting plateau"] = [f"{p} (from {fmt_cell(r, 'signature_plateau_start', 'step')}, "
                              f"{r.signature_plateau_share:.0%} of stage 1)" if not pd.isna(r.signature_plateau_start)
                              else p for p, (_, r) in zip(table.signature_plateau, table.iterrows())]
-    md["loss stalled near uniform"] = table.signature_stalled
-    md["release at the switch"] = [f"{p} ({t})" if t and t != NA else p
-                                   for p, t in zip(table.signature_release, table.signature_release_text)]
+    md["loss stalled (near uniform or rising)"] = [f"{p} ({t})" if t and t != NA else p for p, t in
+                                                   zip(table.signature_stalled, table.signature_stalled_text)]
+    md["release over the window"] = [f"{p} ({t})" if t and t != NA else p
+                                     for p, t in zip(table.signature_release, table.signature_release_text)]
     md["status"] = table.status
     return md, table
 

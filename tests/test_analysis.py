@@ -273,9 +273,10 @@ def test_seed001_fixture_has_no_diagnostics(tmp_path):
     assert params["diagnostics"] == [] and tables["diagnostics"][0].empty
     assert diagnostic_panels(sweep) == [] and plot_diagnostics(sweep) is None
     written = save_plots(sweep, tmp_path, params)
-    assert sorted(p.name for p in written) == ["collapse_ratio.png", "loss.png", "tokens.png"]
+    assert sorted(p.name for p in written) == ["collapse_ratio.png", "loss.png", "phase_map.png", "tokens.png"]
     assert not (tmp_path / "diagnostics.png").exists()
-    section = render(sweep, tables, params).split("\n## Collapse diagnostics", 1)[1].strip().splitlines()
+    section = render(sweep, tables, params).split("\n## Collapse diagnostics", 1)[1].split("\n## ", 1)[0]
+    section = section.strip().splitlines()
     assert len(section) == 3 and section[2].startswith("Not applicable: no collapse-diagnostic column")
 
 

@@ -84,7 +84,7 @@ def test_report_of_the_fixtures_is_deterministic_relative_and_complete(document,
     assert str(tmp_path) not in text and str(REPO_ROOT) not in text
     links = IMAGE.findall(text)
     assert links == [f"report_figures/seed004_sweep-{p}.png" for p in ("tokens", "loss")] + \
-        [f"report_figures/partial_sweep-{p}.png" for p in ("tokens", "loss", "collapse_ratio")]
+        [f"report_figures/partial_sweep-{p}.png" for p in ("tokens", "loss", "collapse_ratio", "phase_map")]
     for link in links:
         assert (outs[0] / link).read_bytes() == (outs[1] / link).read_bytes()
     assert text.startswith("# Sweep report: seed004_sweep, partial_sweep\n")
