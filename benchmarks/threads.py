@@ -78,7 +78,8 @@ def main() -> None:
 
 def table(times: dict, args) -> None:
     """The medians so far (printed after every round, so a long benchmark cut short still reports)."""
-    print(f"\ncores: {len(os.sched_getaffinity(0))}; {max(map(len, times.values()))} round(s); train.steps={args.steps}; "
+    print(f"\ncores: {len(os.sched_getaffinity(0))}; {max(map(len, times.values()))} round(s); "
+          f"train.steps={args.steps}; "
           f"load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     print(f"(inf: stopped after --limit {args.limit} s)" if args.limit else "")
     print("| condition | threads | OMP_WAIT_POLICY | wall s (median) | wall s (min-max) | training s (median) |")

@@ -190,7 +190,8 @@ def _build_cache(folder: Path, text: str, name: str, fingerprint: str, vocab_siz
         json.dump({"corpus": name, "fingerprint": fingerprint, "vocab_size": vocab_size,
                    "actual_vocab_size": tokenizer.get_vocab_size(), "tokens": len(ids), "characters": len(text)},
                   handle, indent=2)
-    log(f"Corpus encoded: {len(ids):,} tokens, cached ({time.perf_counter() - tic:.1f}s in all; later runs reuse it)")
+    log(f"Corpus encoded: {len(ids):,} tokens, cached ({time.perf_counter() - tic:.1f}s in all; later runs reuse "
+        f"it)")
     return tokenizer, ids
 
 

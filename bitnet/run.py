@@ -12,11 +12,17 @@ group (`+sweep=scaling`): they are registered in Hydra's config store when this 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import signal
 import sys
 from pathlib import Path
+
+# Idle OpenMP worker threads sleep instead of spinning. On a machine whose cores other processes use too,
+# spinning threads made the default run several times slower than one thread (docs/benchmarks.md). libgomp reads
+# this once, when torch loads it, so it is set before anything imports torch; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra
 from hydra.core.config_store import ConfigStore

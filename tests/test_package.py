@@ -26,8 +26,17 @@ from tests.conftest import REPO_ROOT, TINY
 
 pytestmark = pytest.mark.slow
 
-NOT_SHIPPED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "outputs", "multirun",
-                                     "__pycache__", ".pytest_cache", "tests")
+BUILT = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "outputs", "multirun", "__pycache__",
+                               ".pytest_cache")
+
+
+def not_shipped(folder: str, names: list[str]) -> set[str]:
+    """What a clone has and the package does not carry: the tests, except tests/fixtures (the example results
+    ship from there); nothing built in the checkout."""
+    ignored = set(BUILT(folder, names))
+    if Path(folder) == REPO_ROOT / "tests":
+        ignored |= set(names) - {"fixtures"}
+    return ignored
 
 
 def fresh_venv(root: Path) -> tuple[Path, Path, dict]:
@@ -64,7 +73,7 @@ def installed(tmp_path_factory):
     """(the virtualenv's bin folder, a work folder outside the repository, the environment to run in)."""
     root = tmp_path_factory.mktemp("package")
     source = root / "source"
-    shutil.copytree(REPO_ROOT, source, ignore=NOT_SHIPPED)  # what a clone has; nothing built in the checkout
+    shutil.copytree(REPO_ROOT, source, ignore=not_shipped)  # what a clone has; nothing built in the checkout
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(root / "dist"), str(source)], check=True, cwd=root)
     (wheel,) = (root / "dist").glob("bitnet_sweeps-*.whl")
@@ -117,6 +126,30 @@ def test_smoke_preset_then_analysis_and_notebook(installed):
     cells = [''.join(c["source"]) for c in json.loads(Path(notebook).read_text())["cells"] if c["cell_type"] == "code"]
     run(installed, "python", "-c", "\n".join(["import matplotlib", "matplotlib.use('Agg')", *cells]),
         env={"BITNET_SWEEP": str(sweep)})
+    assert (sweep / "analysis" / "notebook" / "tokens.png").exists()
+
+
+def test_the_shipped_example_results_outside_the_checkout(installed):
+    """The README's commands on the example results, and the notebook with no sweep of one's own."""
+    _, work, _ = installed
+    assert run(installed, "python", "-m", "analysis.examples", "seed004_sweep").stdout == "seed004_sweep\n"
+    tables = run(installed, "python", "-m", "analysis.tables", "seed004_sweep").stdout
+    assert "Only reduced_lr avoids ending collapsed; standard, label_smoothing, grad_clip end collapsed" in tables
+    assert (work / "seed004_sweep" / "analysis" / "tables.md").exists()
+    run(installed, "python", "-m", "analysis.examples", "seed001_csv", "seed001_sweep", "--to", "examples")
+    run(installed, "python", "-m", "analysis.tables", "examples/seed001_csv", "--name-pattern",
+        "scale_{hidden}_{train.steps}", "--set", "wd.switch_step=5000", "wd.value=0.1", "wd.stage2_value=0.0")
+    assert (work / "examples" / "seed001_csv" / "analysis" / "tables.md").exists()
+    unknown = run(installed, "python", "-m", "analysis.examples", "seed9", check=False)
+    assert unknown.returncode == 2 and unknown.stderr == ("error: no example named 'seed9'; the examples: "
+                                                          "seed004_sweep, seed001_sweep, seed001_csv\n")
+    notebook = run(installed, "python", "-c", "import analysis, pathlib; print(pathlib.Path(analysis.__file__)"
+                                              ".parent / 'sweep_analysis.ipynb')").stdout.strip()
+    cells = [''.join(c["source"]) for c in json.loads(Path(notebook).read_text())["cells"] if c["cell_type"] == "code"]
+    (work / "fresh").mkdir()
+    run(installed, "python", "-c", "\n".join(["import os", "os.chdir('fresh')", "import matplotlib",
+                                              "matplotlib.use('Agg')", *cells]))
+    assert (work / "fresh" / "seed004_sweep" / "analysis" / "notebook" / "tokens.png").exists()
 
 
 def test_help_and_tab_completion(installed):
@@ -138,7 +171,7 @@ def test_editable_install_sweeps_from_any_folder(tmp_path):
     """`pip install -e .` serves hydra_plugins/ through an import hook that Hydra's plugin scan cannot list; the
     sweeper is still found, so `-m` works outside the checkout."""
     source = tmp_path / "checkout"
-    shutil.copytree(REPO_ROOT, source, ignore=NOT_SHIPPED)
+    shutil.copytree(REPO_ROOT, source, ignore=not_shipped)
     bin_dir, work, env = fresh_venv(tmp_path)
     pip_install(bin_dir, "--editable", str(source))
     editable = (bin_dir, work, env)

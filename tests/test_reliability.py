@@ -147,15 +147,16 @@ def test_a_sweep_says_which_point_runs_and_ends_with_where_and_what_next(diverge
     assert f"point 1 of 2 ({found[1e-3].name})\n" in out  # nothing finished yet: no ETA
     # the second point's ETA comes from the first one's training time
     first = record(found[1e-3])["elapsed_s"]
-    assert re.search(rf"point 2 of 2 \({re.escape(found[1e30].name)}\); about {first:.0f} s left \(1 point\(s\) to go x "
-                     rf"{first:.0f} s, the mean training time of the 1 finished\)", out), out
+    assert re.search(rf"point 2 of 2 \({re.escape(found[1e30].name)}\); about {first:.0f} s left \(1 point\(s\) to "
+                     rf"go x {first:.0f} s, the mean training time of the 1 finished\)", out), out
     summary = out[out.index("sweep finished"):].splitlines()
     assert summary[0].startswith("sweep finished, 2 point(s): 1 completed, 1 diverged, 0 failed, 0 interrupted, "
                                  "0 skipped"), summary
     assert summary[1] == f"results: {sweep_dir.resolve()}"
     assert summary[2] == f"analyse it: python -m analysis.tables {sweep_dir.resolve()}"
-    analysis = subprocess.run([sys.executable, *shlex.split(summary[2].split(": ", 1)[1])[1:]], capture_output=True, text=True,
-                              cwd=REPO_ROOT, timeout=300)
+    command = shlex.split(summary[2].split(": ", 1)[1])
+    analysis = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, cwd=REPO_ROOT,
+                              timeout=300)
     assert analysis.returncode == 0 and (sweep_dir / "analysis" / "tables.md").exists(), analysis.stderr
 
 
