@@ -119,9 +119,11 @@ def resume_command(out_dir: Path) -> str:
     if hydra_cfg.mode == RunMode.RUN:
         key, folder = "hydra.run.dir", out_dir
         words = [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task]
-    else:  # the sweep's own command line is this process's (the default launcher runs points in it)
+    else:  # the sweep's own command line is this process's when the default launcher runs the point in it
         key, folder = "hydra.sweep.dir", Path(hydra_cfg.sweep.dir)
         words = sys.argv[1:]
+        if not {"-m", "--multirun"} & set(words):  # a launcher's worker process: its command line is not the sweep's
+            return f"the sweep's command with {shlex.quote(f'{key}={folder.resolve()}')}"
     kept = [shlex.quote(word) for word in words if not word.startswith(f"{key}=")]
     return " ".join([program, *kept, shlex.quote(f"{key}={folder.resolve()}")])
 
