@@ -384,7 +384,7 @@ def test_a_stopped_run_is_recorded_interrupted_and_resumes(tmp_path):
     procs = {signum: start(command, tmp_path / signal.Signals(signum).name) for signum, command in commands.items()}
     try:
         for signum, proc in procs.items():
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 300  # the folder appears with the step-0 row, after the setup
             while not folder_of(signum).exists() and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.01)
             wait_for_rows(folder_of(signum) / "metrics.csv", 4, proc)  # past the step-20 checkpoint
