@@ -118,7 +118,8 @@ def resume_command(out_dir: Path) -> str:
     program = "bitnet" if Path(sys.argv[0]).name == "bitnet" else "python -m bitnet.run"
     if hydra_cfg.mode == RunMode.RUN:
         key, folder = "hydra.run.dir", out_dir
-        words = [*hydra_cfg.overrides.hydra, *hydra_cfg.overrides.task]
+        # hydra.mode=RUN is Hydra's own addition, not the user's
+        words = [*(o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode=")), *hydra_cfg.overrides.task]
     else:  # the sweep's own command line is this process's when the default launcher runs the point in it
         key, folder = "hydra.sweep.dir", Path(hydra_cfg.sweep.dir)
         words = sys.argv[1:]
