@@ -85,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
                                                                                "verdicts, plots) from sweep folders."))
     p.add_argument("--out", type=Path, help="folder of report.md and report_figures/ (default: the first SWEEP's "
                    "analysis/ folder)")
-    p.add_argument("--title", help="the report's title (default: 'Sweep report: ' and the sweeps' names)")
+    p.add_argument("--title", help="the report's title (default: 'Sweep report: ', each sweep's name and the keys "
+                                   "that vary)")
     p.add_argument("--update", type=Path, metavar="DOC", help="refresh the generated blocks of this markdown file "
                    "instead (no SWEEP: each block names its own)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the report (or DOC's blocks) "
@@ -351,10 +352,21 @@ def changed_options(args) -> str:
     return " ".join(shown)
 
 
+def section_title(section: Section) -> str:
+    """A sweep as the title names it: its folder below multirun/ (a preset's `scaling/smoke`, a default folder's
+    date and time of day), else the folder's name; then the keys that vary across its points."""
+    def name(folder: Path) -> str:
+        parts = folder.parts
+        return "/".join(parts[len(parts) - parts[::-1].index("multirun"):]) if "multirun" in parts else folder.name
+
+    varying = section.sweep.swept
+    return " + ".join(map(name, section.folders)) + (f" (varying {', '.join(varying)})" if varying else "")
+
+
 def report_markdown(args, out: Path) -> tuple[str, list[tuple[Path, object]]]:
     body, pngs, sections = sections_markdown(args, Path.cwd(), out, out / "report_figures", set())
     paths = Paths(out, sections)
-    title = args.title or "Sweep report: " + ", ".join(" + ".join(s.names) for s in sections)
+    title = args.title or "Sweep report: " + "; ".join(section_title(s) for s in sections)
     options = changed_options(args)
     intro = (f"# {title}\n\nMade by `python -m analysis.document` from "
              + ", ".join(" + ".join(f"`{paths.show(f)}`" for f in s.folders) for s in sections)

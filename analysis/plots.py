@@ -6,6 +6,8 @@ Legends sit below the axes, never over the curves; switch labels stay inside the
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import pandas as pd
@@ -108,9 +110,16 @@ def plot_tokens(sweep: Sweep, ax=None, keys: list[str] | None = None, collapse_l
     ax.set_yscale("log")
     from matplotlib.ticker import FuncFormatter
 
-    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 10, 100 rather than 2x10^0
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    def label(value, _):
+        """2, 10, 100 rather than 2x10^0; of the ticks between powers of ten only 2 and 5 (x 10^k) are labelled:
+        all eight would overlap near the top of each decade (8, 9, 10)."""
+        if value <= 0:
+            return ""
+        leading = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+        return f"{value:g}" if leading in (1, 2, 5) else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(label))
+    ax.yaxis.set_minor_formatter(FuncFormatter(label))
     ax.set(xlabel="step", ylabel="unique predicted tokens (eval)", title="Prediction diversity")
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax)

@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,7 +115,8 @@ def train_tokenizer(text: str, vocab_size: int):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+    # The library's own progress bars (pre-processing, counting pairs, merges); drawn only on a terminal.
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=True,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer)
     return tokenizer
@@ -168,11 +170,15 @@ def _read_cache(folder: Path):
     return tokenizer, ids
 
 
-def _build_cache(folder: Path, text: str, name: str, fingerprint: str, vocab_size: int):
+def _build_cache(folder: Path, text: str, name: str, fingerprint: str, vocab_size: int, log=print):
+    """Train the tokenizer, encode the corpus and write both to `folder`, saying how each stage went (the first
+    run spends several seconds here before any training step)."""
+    tic = time.perf_counter()
     # Each BPE merge shortens the tokenized text, so no text yields more than 256 + its length in bytes tokens.
     # Asking the trainer for more gives the same tokenizer, after it reserves room for all of them (a process
     # abort at data.vocab_size=1e9).
     tokenizer = train_tokenizer(text, min(vocab_size, 256 + len(text.encode())))
+    log(f"Tokenizer trained in {time.perf_counter() - tic:.1f}s; encoding the corpus with it")
     ids = torch.tensor([t for enc in tokenizer.encode_batch(text.splitlines(keepends=True))
                         for t in enc.ids], dtype=torch.int32)
     with atomic_file(folder / "tokenizer.json") as handle:
@@ -184,6 +190,8 @@ def _build_cache(folder: Path, text: str, name: str, fingerprint: str, vocab_siz
         json.dump({"corpus": name, "fingerprint": fingerprint, "vocab_size": vocab_size,
                    "actual_vocab_size": tokenizer.get_vocab_size(), "tokens": len(ids), "characters": len(text)},
                   handle, indent=2)
+    log(f"Corpus encoded: {len(ids):,} tokens, cached ({time.perf_counter() - tic:.1f}s in all; later runs reuse "
+        f"it)")
     return tokenizer, ids
 
 
@@ -202,9 +210,9 @@ def load_corpus(name: str, path: str | None, vocab_size: int, val_fraction: floa
             log(f"The tokenizer cache {folder} is unreadable ({type(err).__name__}: "
                 f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}); rebuilding it")
     if cached is None:
-        log(f"Training a {vocab_size}-token BPE tokenizer on {name} ({len(text) / 1e6:.1f} MB of text); "
+        log(f"Training a {vocab_size}-token BPE tokenizer on {name} ({len(text) / 1e6:.1f} MB of text), once: it is "
             f"cached in {folder}")
-        cached = _build_cache(folder, text, name, fingerprint, vocab_size)
+        cached = _build_cache(folder, text, name, fingerprint, vocab_size, log)
     tokenizer, ids = cached
     key = f"data.path={path}" if name == "text" else f"data.name={name}"
     try:

@@ -23,7 +23,8 @@ The sequential (basic) launcher runs one job at a time; round robin then just al
 nothing. How many points run at once is the launcher's business (`hydra.launcher.n_jobs`), not this module's.
 
 On CPU, concurrent jobs share the cores: `cpu_threads` gives each job cores // concurrent jobs threads when
-`threads` is unset and the launcher is joblib, instead of every job taking every core.
+`threads` is unset and the launcher is joblib or submitit's local executor, instead of every job taking every
+core.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 from bitnet.keys import show
 
 JOBLIB_TARGET = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+SUBMITIT_LOCAL_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 # Accelerators besides CUDA that a run may name explicitly, each with its availability test. Anything else
 # torch.device() parses (meta, xla, hpu, ...) has no tensors to train on or needs a backend this tool lacks.
 OTHER_ACCELERATORS = {
@@ -110,11 +112,18 @@ def assign_device(name: str, job_num: int | None = None, n_gpus: int | None = No
 
 def concurrent_jobs(cores: int | None = None) -> int:
     """How many jobs of this sweep run at once on this machine, as far as the launcher config says: joblib's
-    `n_jobs` (negative values counted from the core count, as joblib does); 1 otherwise."""
+    `n_jobs` (negative values counted from the core count, as joblib does); every point of the grid for
+    submitit's local executor, which starts them all at once; 1 otherwise."""
     hydra_cfg = _hydra_config()
     if hydra_cfg is None:
         return 1
     launcher = hydra_cfg.get("launcher") or {}
+    if launcher.get("_target_") == SUBMITIT_LOCAL_TARGET:
+        from pathlib import Path
+
+        from bitnet.progress import grid_folders
+
+        return max(1, len(grid_folders(Path(hydra_cfg.sweep.dir))))
     if launcher.get("_target_") != JOBLIB_TARGET:
         return 1
     cores = cores or os.cpu_count() or 1

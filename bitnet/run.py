@@ -12,10 +12,17 @@ group (`+sweep=scaling`): they are registered in Hydra's config store when this 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
+
+# Idle OpenMP worker threads sleep instead of spinning. On a machine whose cores other processes use too,
+# spinning threads made the default run several times slower than one thread (docs/benchmarks.md). libgomp reads
+# this once, when torch loads it, so it is set before anything imports torch; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -53,7 +60,23 @@ def register_presets(folder: Path = SWEEPS_DIR) -> list[str]:
     return names
 
 
+def register_sweeper() -> None:
+    """Hand bitnet's sweeper to Hydra directly. Hydra finds plugins by listing the folders of the
+    `hydra_plugins` namespace; an editable install (`pip install -e .`) serves hydra_plugins/bitnet_sweeper
+    through an import hook that can import it but not list it, so outside the checkout `-m` would fail with
+    "Unknown plugin class". Registering the class works for every kind of install."""
+    from hydra.core.plugins import Plugins
+
+    # Hydra's scan runs first: it re-executes the plugin modules it lists (Hydra's own sweeper among them), and
+    # a class imported before that would subclass a BasicSweeper that is no longer Hydra's.
+    plugins = Plugins.instance()
+    from hydra_plugins.bitnet_sweeper.validating_sweeper import ValidatingSweeper
+
+    plugins.register(ValidatingSweeper)
+
+
 register_presets()
+register_sweeper()
 
 
 def summary_table(csv_path: Path, max_rows: int = 8) -> str:
@@ -88,8 +111,29 @@ def exit_with(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def resume_command(out_dir: Path) -> str:
+    """The command that continues this run (or sweep) in the folder it writes to. The default folders are named
+    by the time of day, so the same command again would start a new folder from step 0; this one pins it."""
+    hydra_cfg = HydraConfig.get()
+    program = "bitnet" if Path(sys.argv[0]).name == "bitnet" else "python -m bitnet.run"
+    if hydra_cfg.mode == RunMode.RUN:
+        key, folder = "hydra.run.dir", out_dir
+        # hydra.mode=RUN is Hydra's own addition, not the user's
+        words = [*(o for o in hydra_cfg.overrides.hydra if not o.startswith("hydra.mode=")), *hydra_cfg.overrides.task]
+    else:  # the sweep's own command line is this process's when the default launcher runs the point in it
+        key, folder = "hydra.sweep.dir", Path(hydra_cfg.sweep.dir)
+        words = sys.argv[1:]
+        if not {"-m", "--multirun"} & set(words):  # a launcher's worker process: its command line is not the sweep's
+            return f"the sweep's command with {shlex.quote(f'{key}={folder.resolve()}')}"
+    kept = [shlex.quote(word) for word in words if not word.startswith(f"{key}=")]
+    return " ".join([program, *kept, shlex.quote(f"{key}={folder.resolve()}")])
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> str | None:
+    """Train one point; in a sweep, return how it ended (bitnet.progress.OUTCOMES) for the sweep's summary."""
+    from bitnet.devices import concurrent_jobs, current_job_num
+    from bitnet.progress import point_banner
     from bitnet.train import DifferentConfig, Run, signal_name
     from bitnet.validate import ConfigError, validate
 
@@ -100,6 +144,9 @@ def main(cfg: DictConfig) -> None:
             validate(cfg)
         except ConfigError as err:
             exit_with(f"error: {err}", 2)  # before anything is trained or written
+        banner = point_banner(Path(hydra_cfg.sweep.dir), current_job_num(), concurrent_jobs())
+        if banner:
+            log.info(banner)
     stop_on_sigterm()
     try:
         record = Run(cfg, out_dir).run()
@@ -108,10 +155,10 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: resumable, not an error
         name = signal_name(err)
         step = (read_record(out_dir) or {}).get("step", 0)
-        exit_with(f"interrupted by {name} at step {step}: {out_dir} is recorded as interrupted; run the same "
-                  f"command again to resume from its last checkpoint", 128 + signal.Signals[name].value)
+        exit_with(f"interrupted by {name} at step {step}: {out_dir.resolve()} is recorded as interrupted; to resume "
+                  f"from its last checkpoint, run: {resume_command(out_dir)}", 128 + signal.Signals[name].value)
     if record.get("busy"):
-        return
+        return "skipped"
     csv_path = out_dir / record["metrics_csv"]
     counts = record["params"]
     log.info(f"{record['status']} at step {finished_step(record)} in {record['elapsed_s']:.1f}s "
@@ -120,6 +167,7 @@ def main(cfg: DictConfig) -> None:
     log.info(f"metrics: {csv_path}")
     if csv_path.exists():
         log.info(summary_table(csv_path))
+    return "skipped" if record.get("skipped") else record["status"]
 
 
 if __name__ == "__main__":

@@ -183,6 +183,11 @@ class ValidatingSweeper(BasicSweeper):
             initial_job_idx += len(batch)
             returns.append(results)
 
+        from bitnet.progress import sweep_summary
+
+        outcomes = ["failed" if r.status == JobStatus.FAILED else str(r._return_value) for r in
+                    (result for batch in returns for result in batch)]
+        print(sweep_summary(sweep_dir, outcomes), flush=True)
         if failed:
             for result in failed:
                 overrides = " ".join(result.overrides or [])

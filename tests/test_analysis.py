@@ -499,3 +499,21 @@ def test_diagnostics_over_seeds_and_without_flip_rate(tmp_path):
     assert md["hidden cos @deepest"][0] == f"0.725 [{0.725 - half:.3f}, {0.725 + half:.3f}]"
     fig = plot_diagnostics(sweep)
     assert [ax.get_ylabel().split()[0] for ax in fig.axes] == ["hidden", "loss"]
+
+
+def test_the_tokens_plot_labels_only_ticks_that_do_not_crowd():
+    """Between powers of ten only the 2 and 5 ticks carry a label: with all of them, 8, 9 and 10 overlapped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.examples import examples_dir
+    from analysis.plots import plot_tokens
+
+    fig = plot_tokens(load_sweeps(examples_dir() / "seed004_sweep", warn=lambda *_: None))
+    fig.canvas.draw()
+    axis = fig.axes[0].yaxis
+    low, high = fig.axes[0].get_ylim()
+    shown = {label.get_text() for tick, label in zip([*axis.get_majorticklocs(), *axis.get_minorticklocs()],
+                                                     [*axis.get_majorticklabels(), *axis.get_minorticklabels()])
+             if low <= tick <= high and label.get_text()}
+    assert shown == {"2", "5", "10", "20"}  # the fixture's counts run from 2 to 20

@@ -1,3 +1,5 @@
+import re
+
 import torch
 
 from bitnet.data import BatchSampler, kjv_text, load_corpus, make_eval_set, max_eval_positions, split_ids
@@ -13,10 +15,19 @@ def test_kjv_is_the_whole_bible_without_verse_numbers():
 
 
 def test_tokenizer_is_cached_and_split_is_fixed(tmp_path):
-    first = load_corpus("kjv", None, 512, 0.05, cache_dir=str(tmp_path), log=lambda *_: None)
+    said = []
+    first = load_corpus("kjv", None, 512, 0.05, cache_dir=str(tmp_path), log=said.append)
+    # the first run says what it is doing before the seconds it spends, then how each stage went
+    assert said[0] == (f"Training a 512-token BPE tokenizer on kjv ({len(kjv_text()) / 1e6:.1f} MB of text), once: "
+                       f"it is cached in {first.cache_dir}")
+    assert re.fullmatch(r"Tokenizer trained in \d+\.\ds; encoding the corpus with it", said[1]), said
+    tokens = len(first.train_ids) + len(first.val_ids)
+    assert re.fullmatch(rf"Corpus encoded: {tokens:,} tokens, cached \(\d+\.\ds in all; later runs reuse it\)",
+                        said[2]), said
     assert first.vocab_size == 512
     assert (first.cache_dir / "tokenizer.json").exists()
-    second = load_corpus("kjv", None, 512, 0.05, cache_dir=str(tmp_path), log=lambda *_: None)
+    second = load_corpus("kjv", None, 512, 0.05, cache_dir=str(tmp_path), log=said.append)
+    assert len(said) == 3  # nothing to say when the cache serves
     assert torch.equal(first.val_ids, second.val_ids) and torch.equal(first.train_ids, second.train_ids)
     held_out = len(first.val_ids) / (len(first.val_ids) + len(first.train_ids))
     assert 0.04 < held_out < 0.06

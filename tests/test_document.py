@@ -87,7 +87,7 @@ def test_report_of_the_fixtures_is_deterministic_relative_and_complete(document,
         [f"report_figures/partial_sweep-{p}.png" for p in ("tokens", "loss", "collapse_ratio", "phase_map")]
     for link in links:
         assert (outs[0] / link).read_bytes() == (outs[1] / link).read_bytes()
-    assert text.startswith("# Sweep report: seed004_sweep, partial_sweep\n")
+    assert text.startswith("# Sweep report: seed004_sweep (varying intervention); partial_sweep (varying hidden)\n")
     assert "Sweep folder: [seed004_sweep](../../somewhere/sweeps/seed004_sweep)" in text
     # what was run: the grid from grid.json, the settings that tell the arms apart from run.json
     assert "`seed004_sweep`: 4 grid points (read from grid.json); `intervention` = standard, reduced_lr, " \
@@ -227,3 +227,18 @@ def test_bad_command_lines(document, tmp_path):
         assert status == 2 and stderr.startswith(message), stderr
         assert len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_title_names_a_sweep_by_its_folder_below_multirun_and_what_varies():
+    from types import SimpleNamespace
+
+    from analysis.document import section_title
+
+    def section(folder: str, swept: list[str]):
+        return SimpleNamespace(folders=[Path(folder)], sweep=SimpleNamespace(swept=swept))
+
+    # a default sweep folder is named by the time of day: the date comes with it
+    assert section_title(section("/home/u/multirun/2026-11-23/01-07-50", ["hidden", "seed"])) == \
+        "2026-11-23/01-07-50 (varying hidden, seed)"
+    assert section_title(section("/home/u/multirun/scaling/smoke", ["hidden"])) == "scaling/smoke (varying hidden)"
+    assert section_title(section("/data/results/forensics", [])) == "forensics"

@@ -1,4 +1,4 @@
-"""The optional callbacks (bitnet[hf], bitnet[lightning]): a tiny model trained a few steps by each framework
+"""The optional callbacks (extras hf and lightning): a tiny model trained a few steps by each framework
 writes a run folder that the analysis command reads like bitnet's own grid points. Skipped when the extra is
 not installed; CI installs both."""
 

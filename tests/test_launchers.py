@@ -148,3 +148,14 @@ def test_cpu_threads_split_between_joblib_jobs(monkeypatch):
     assert cpu_threads() == 1  # never below one thread
     fake_hydra(monkeypatch, job={"num": 0}, launcher={"_target_": "hydra._internal.core_plugins.basic_launcher"})
     assert concurrent_jobs(cores=8) == 1
+
+
+def test_cpu_threads_split_between_submitit_local_jobs(monkeypatch, tmp_path):
+    """submitit's local executor starts every point at once: the cores are split between all of them."""
+    (tmp_path / "grid.json").write_text(json.dumps({"points": [{"overrides": [f"seed={i}"], "folder": f"seed={i}"}
+                                                               for i in range(3)]}))
+    fake_hydra(monkeypatch, job={"num": 0}, sweep={"dir": str(tmp_path)},
+               launcher={"_target_": devices.SUBMITIT_LOCAL_TARGET})
+    assert concurrent_jobs(cores=8) == 3
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+    assert cpu_threads() == 2

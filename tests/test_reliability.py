@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -138,6 +140,26 @@ def test_divergence_stops_only_its_point(diverged_sweep):
     assert f"diverged at step {info['diverged_step']}" in result.stdout
 
 
+def test_a_sweep_says_which_point_runs_and_ends_with_where_and_what_next(diverged_sweep):
+    sweep_dir, result = diverged_sweep
+    out = result.stdout
+    found = {float(value): folder for value, folder in points(sweep_dir, "lr.stage2_peak").items()}
+    assert f"point 1 of 2 ({found[1e-3].name})\n" in out  # nothing finished yet: no ETA
+    # the second point's ETA comes from the first one's training time
+    first = record(found[1e-3])["elapsed_s"]
+    assert re.search(rf"point 2 of 2 \({re.escape(found[1e30].name)}\); about {first:.0f} s left \(1 point\(s\) to "
+                     rf"go x {first:.0f} s, the mean training time of the 1 finished\)", out), out
+    summary = out[out.index("sweep finished"):].splitlines()
+    assert summary[0].startswith("sweep finished, 2 point(s): 1 completed, 1 diverged, 0 failed, 0 interrupted, "
+                                 "0 skipped"), summary
+    assert summary[1] == f"results: {sweep_dir.resolve()}"
+    assert summary[2] == f"analyse it: python -m analysis.tables {sweep_dir.resolve()}"
+    command = shlex.split(summary[2].split(": ", 1)[1])
+    analysis = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, cwd=REPO_ROOT,
+                              timeout=300)
+    assert analysis.returncode == 0 and (sweep_dir / "analysis" / "tables.md").exists(), analysis.stderr
+
+
 def snapshot(sweep_dir: Path) -> dict[str, tuple[int, bytes]]:
     """mtime and content of every result file (Hydra's own .hydra/ and run.log are rewritten by any launch)."""
     files = [p for p in sweep_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.name != "run.log"
@@ -155,6 +177,7 @@ def test_rerunning_a_finished_sweep_retrains_nothing(diverged_sweep):
     assert "Already completed at step 20" in result.stdout
     assert f"Already diverged at step {diverged_step}:" in result.stdout  # the step every other message gives
     assert "Resuming" not in result.stdout
+    assert "2 point(s): 0 completed, 0 diverged, 0 failed, 0 interrupted, 2 skipped" in result.stdout
     assert snapshot(sweep_dir) == before
 
 
@@ -178,6 +201,7 @@ def test_a_failing_point_does_not_stop_the_sweep(tmp_path):
     assert record(found["1"])["status"] == "completed"  # the later batch ran
     assert [r["step"] for r in rows(found["1"] / "metrics.csv")] == ["0", "10", "20"]
     assert "1 of 2 grid points failed" in result.stdout + result.stderr
+    assert "2 point(s): 1 completed, 0 diverged, 1 failed, 0 interrupted, 0 skipped" in result.stdout
 
 
 
@@ -337,42 +361,62 @@ def test_two_launches_of_one_sweep_train_each_point_once(tmp_path):
 # ---- Ctrl-C and SIGTERM ---------------------------------------------------------------------------------------
 def test_a_stopped_run_is_recorded_interrupted_and_resumes(tmp_path):
     """Ctrl-C (SIGINT) and SIGTERM, each sent to its own run (both at once, to save time): one line, exit
-    130 / 143, status `interrupted`; running the same command again resumes to the end."""
+    130 / 143, status `interrupted`, and the command that resumes; that command resumes to the end. The Ctrl-C
+    run writes to the default folder, named by the time of day, which the printed command pins."""
     stops = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-    def start(folder: Path) -> subprocess.Popen:
+    def start(command: list[str], cwd: Path) -> subprocess.Popen:
         # Started from a shell in the background, a process inherits SIGINT ignored; a terminal's Ctrl-C is not.
-        return subprocess.Popen([sys.executable, "-m", "bitnet.run", *KILLABLE, f"hydra.run.dir={folder}"],
-                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
-    folders = {signum: tmp_path / signal.Signals(signum).name for signum in stops}
-    procs = {signum: start(folder) for signum, folder in folders.items()}
+    given = tmp_path / "SIGTERM" / "given"
+
+    def folder_of(signum: int) -> Path:
+        if signum == signal.SIGTERM:
+            return given
+        found = list((tmp_path / "SIGINT").glob("outputs/*/*/metrics.csv"))
+        return found[0].parent if found else tmp_path / "not yet"
+    commands = {signal.SIGINT: [sys.executable, "-m", "bitnet.run", *KILLABLE],
+                signal.SIGTERM: [sys.executable, "-m", "bitnet.run", *KILLABLE, f"hydra.run.dir={given}"]}
+    for signum in stops:
+        (tmp_path / signal.Signals(signum).name).mkdir()
+    procs = {signum: start(command, tmp_path / signal.Signals(signum).name) for signum, command in commands.items()}
     try:
         for signum, proc in procs.items():
-            wait_for_rows(folders[signum] / "metrics.csv", 4, proc)  # past the step-20 checkpoint
+            deadline = time.monotonic() + 300  # the folder appears with the step-0 row, after the setup
+            while not folder_of(signum).exists() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.01)
+            wait_for_rows(folder_of(signum) / "metrics.csv", 4, proc)  # past the step-20 checkpoint
             proc.send_signal(signum)
         errors = {signum: proc.communicate(timeout=60)[1] for signum, proc in procs.items()}
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
+    folders = {signal.SIGINT: folder_of(signal.SIGINT), signal.SIGTERM: given}
+    resumes = {}
     for signum, code in stops.items():
         name, err = signal.Signals(signum).name, errors[signum]
         assert procs[signum].returncode == code, err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"interrupted by {name} at step "), err
-        assert "run the same command again to resume" in lines[0]
+        assert f": {folders[signum].resolve()} is recorded as interrupted; to resume from its last checkpoint, run: " \
+               "python -m bitnet.run " in lines[0]
+        resume = shlex.split(lines[0].split(", run: ", 1)[1])
+        assert resume[-1] == f"hydra.run.dir={folders[signum].resolve()}" and resume[3:-1] == KILLABLE, resume
+        resumes[signum] = [sys.executable, *resume[1:]]
         info = record(folders[signum])
         assert info["status"] == "interrupted" and info["error"] == f"stopped by {name}", info
 
-    reruns = {signum: start(folder) for signum, folder in folders.items()}
+    reruns = {signum: start(command, tmp_path / signal.Signals(signum).name) for signum, command in resumes.items()}
     for signum, proc in reruns.items():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         assert "Resuming from the checkpoint at step" in out
         assert record(folders[signum])["status"] == "completed"
         assert [r["step"] for r in rows(folders[signum] / "metrics.csv")] == [str(s) for s in range(0, 81, 10)]
+    assert len(list((tmp_path / "SIGINT").glob("outputs/*/*"))) == 1  # resumed in place, no new folder
 
 
 # ---- in-process runs: damaged folders ------------------------------------------------------------------------
