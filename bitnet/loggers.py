@@ -39,7 +39,7 @@ from bitnet.records import COMPLETED, DIVERGED, FAILED, INTERRUPTED, atomic_file
 log = logging.getLogger("bitnet")
 
 STATE_FILE = "logger.json"  # in the run folder: which tracker run mirrors it (for a resume) and where it is
-DISTRIBUTION = "bitnet"     # the name pip installs the extras under
+DISTRIBUTION = "bitnet-sweeps"     # the name pip installs the extras under (setup.cfg metadata.name)
 # logger.name: the module each tracker imports and the pip extra that installs it (None: nothing to install).
 LIBRARIES = {"csv": None, "tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 WANDB_MODES = ("offline", "online", "disabled")

@@ -109,7 +109,7 @@ def test_a_missing_tracker_library_is_a_one_line_error_before_training(tmp_path,
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f'error: logger={name}: the {name} package is not installed; install it with pip install "bitnet[{name}]" '
+        f'error: logger={name}: the {name} package is not installed; install it with pip install "bitnet-sweeps[{name}]" '
         f"(or choose another logger: csv, tensorboard, mlflow, wandb)"]
     assert not folder.exists()
 
