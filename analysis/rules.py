@@ -239,8 +239,10 @@ def signature_parts(evaluations: list[dict], rules: Rules, switch_step=None, ln_
     numbers = signature_numbers(evaluations, switch_step, total_steps, plateau_tokens=rules.signature_tokens,
                                 window_share=rules.release_window)
     rows = [e for e in evaluations if _ok(e.get("tokens"))]
-    out = {"plateau": "no", "stalled": "unknown", "release": "unknown", "plateau_start": None, "plateau_share": None,
-           "stalled_text": "", "release_text": "", **numbers}
+    # the plateau's start and share are the signature's only when it lasts (a short stretch keeps its numbers in
+    # plateau_steps / plateau_fraction, not in the "lasting plateau" column)
+    out = {**numbers, "plateau": "no", "stalled": "unknown", "release": "unknown", "plateau_start": None,
+           "plateau_share": None, "stalled_text": "", "release_text": ""}
     if not rows:
         out["plateau"] = "unknown"
         return out

@@ -246,3 +246,19 @@ def test_points_that_differ_only_in_a_preset_grid_value_are_seeds_of_one_cell(tm
     tables, params = analysed(sweep)
     assert params["keys"] == ["intervention"]
     assert not [c for c in load_sweeps(sweep).points.columns if str(c).startswith("grid.")]
+
+
+def test_a_short_few_token_stretch_is_no_lasting_plateau_and_shows_no_share(tmp_path):
+    """Few tokens only at the last stage-1 evaluation (5% of stage 1, under the 0.2 rule): the lasting plateau is
+    "no", with no start or share printed (they belong to a plateau that lasts)."""
+    rows = [(0, LN_V, 500), (100, UNIGRAM_LOSS, 30), (200, CONTEXTUAL_LOSS, 40), (300, 5.1, 45), (380, 5.0, 3),
+            (400, 5.0, 3), (500, 4.9, 40), (800, 4.8, 50)]
+    sweep = tmp_path / "sweep"
+    for arm in ("a", "b"):
+        point = run_folder(sweep / f"arm={arm}", rows, {}, wd_switch=400, config={"arm": arm})
+        (point / ".hydra").mkdir()
+        (point / ".hydra" / "overrides.yaml").write_text(f"- arm={arm}\n")
+    tables, _ = analysed(sweep)
+    markdown, table = tables["signature"]
+    assert list(markdown["lasting plateau"]) == ["no 1/1", "no 1/1"]
+    assert table.signature_plateau_start.isna().all()
