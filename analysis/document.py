@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.fmt import fmt_value, step_label
+from analysis.fmt import fmt_value, step_label, to_markdown, untrusted
 from analysis.load import GRID_MANIFEST, NotASweep, Sweep, find_point_folders, parse_overrides, varying_keys
 from analysis.report import RULE_OPTIONS, add_analysis_options, analyse, rule_lines, status_lines, table_markdown
 from analysis.tables import EMPTY, TITLES, BadStep
@@ -99,9 +99,8 @@ def block_parser() -> argparse.ArgumentParser:
 
 # ---- what was run ---------------------------------------------------------------------------------------------
 def config_text(value) -> str:
-    """A config value as YAML writes it (null, true, 0.0015, [0.9, 0.95]), safe inside a table cell."""
-    text = json.dumps(value) if value is None or isinstance(value, (bool, list, dict)) else str(value)
-    return text.replace("|", "\\|")
+    """A config value as YAML writes it (null, true, 0.0015, [0.9, 0.95]); escaped where it is rendered."""
+    return json.dumps(value) if value is None or isinstance(value, (bool, list, dict)) else str(value)
 
 
 def grid_overrides(sweep_dir: Path) -> tuple[list[list[str]], str]:
@@ -119,12 +118,13 @@ def grid_lines(sweep_dir: Path, name: str) -> list[str]:
     typed, source = grid_overrides(sweep_dir)
     overrides = [parse_overrides(lines) for lines in typed]
     varying = varying_keys(overrides)
-    values = {k: list(dict.fromkeys(config_text(o[k]) if k in o else "(not set)" for o in overrides)) for k in varying}
+    values = {k: list(dict.fromkeys(untrusted(config_text(o[k])) if k in o else "(not set)" for o in overrides))
+              for k in varying}
     shared = [line for line in typed[0] if all(line in lines for lines in typed)] if typed else []
     lines = [f"`{name}`: {len(overrides)} grid points ({source}); "
-             + ("; ".join(f"`{k}` = {', '.join(values[k])}" for k in varying) or "no key varies") + "."]
+             + ("; ".join(f"`{untrusted(k)}` = {', '.join(values[k])}" for k in varying) or "no key varies") + "."]
     if shared:
-        lines.append(f"Overrides shared by every point: `{' '.join(shared)}`.")
+        lines.append(f"Overrides shared by every point: `{untrusted(' '.join(shared))}`.")
     return lines
 
 
@@ -147,7 +147,7 @@ def run_lines(sweep: Sweep) -> list[str]:
     corpora = dict.fromkeys(f"{c.get('fingerprint')} ({c['train_tokens']:,} training tokens)"
                             for c in (r.get("corpus") for r in records) if c and c.get("train_tokens"))
     times = [r["elapsed_s"] for r in records if r.get("elapsed_s") is not None]
-    lines = [f"{label}: {'; '.join(found)}." for label, found in
+    lines = [f"{label}: {'; '.join(untrusted(f) for f in found)}." for label, found in
              (("Versions", versions), ("Device", devices), ("Corpus", corpora)) if found]
     if times:
         lines.append(f"Training time (run.json): {duration(sum(times))} over {len(times)} points, "
@@ -185,17 +185,17 @@ def setup_markdown(section: "Section") -> str:
     text = "\n\n".join(lines) + "\n"
     if len(differing):
         text += "\nResolved settings that differ between points (run.json):\n\n" + \
-                differing.to_markdown(index=False, disable_numparse=True) + "\n"
+                to_markdown(differing) + "\n"
     if len(shared):
         text += (f"\n<details><summary>Resolved settings shared by every point ({len(shared)} keys, run.json)"
-                 f"</summary>\n\n{shared.to_markdown(index=False, disable_numparse=True)}\n\n</details>\n")
+                 f"</summary>\n\n{to_markdown(shared)}\n\n</details>\n")
     run = run_lines(section.sweep)
     return text + ("\n" + "\n".join(f"- {line}" for line in run) + "\n" if run else "")
 
 
 # ---- verdicts -------------------------------------------------------------------------------------------------
 def cell_label(row, keys: list[str]) -> str:
-    return ", ".join(f"{k}={row[k]}" for k in keys) or "all points"
+    return ", ".join(f"{untrusted(k)}={untrusted(row[k])}" for k in keys) or "all points"
 
 
 def verdicts_markdown(section: "Section") -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,12 +133,33 @@ def _resolved_config(folder: Path, record: dict | None) -> dict:
     path = folder / ".hydra" / "config.yaml"
     if not path.exists():
         return {}
-    try:
-        from omegaconf import OmegaConf
+    config = yaml.safe_load(path.read_text()) or {}
+    return _plain_references(config, config) if isinstance(config, dict) else {}
 
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception:  # an unresolvable interpolation: fall back to the raw values
-        return yaml.safe_load(path.read_text()) or {}
+
+_REFERENCE = re.compile(r"^\$\{([\w.]+)\}$")
+
+
+def _plain_references(node, root: dict, depth: int = 0, done: dict | None = None):
+    """The config with each plain `${a.b}` reference replaced by that key's value in the same file. Nothing else
+    is interpreted: a folder is untrusted, and resolving it with OmegaConf would run its resolvers
+    (`${oc.env:VAR}` would copy an environment variable into a report meant to be committed). Each YAML node is
+    visited once (`done`), so aliases nested many levels deep cannot multiply the work."""
+    done = {} if done is None else done
+    if isinstance(node, (dict, list)):
+        if id(node) not in done:
+            done[id(node)] = ({k: _plain_references(v, root, depth, done) for k, v in node.items()}
+                              if isinstance(node, dict) else [_plain_references(v, root, depth, done) for v in node])
+        return done[id(node)]
+    match = _REFERENCE.match(node) if isinstance(node, str) and depth < 8 else None
+    if match is None:
+        return node
+    target = root
+    for part in match.group(1).split("."):
+        if not isinstance(target, dict) or part not in target:
+            return node  # a reference to nothing in the file (a hydra.* runtime key): kept as written
+        target = target[part]
+    return _plain_references(target, root, depth + 1, done)
 
 
 def read_metrics(path: Path, warn=None) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.fmt import step_label, to_markdown
+from analysis.fmt import step_label, to_markdown, untrusted
 from analysis.foreign import add_foreign_arguments, labelling_from
 from analysis.load import NotASweep, Sweep, load_sweeps
 from analysis.rules import Rules
@@ -20,13 +20,14 @@ from analysis.tables import EMPTY, TITLES, BadStep, build_tables, phase_note
 
 
 def status_lines(sweep: Sweep) -> list[str]:
-    """The points' statuses, the unfinished points and the loader's warnings."""
+    """The points' statuses, the unfinished points and the loader's warnings (names, statuses and warnings
+    quote the run folders: escaped)."""
     counts = sweep.points.status.value_counts()
-    lines = [f"{len(sweep.points)} grid points: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."]
+    lines = [f"{len(sweep.points)} grid points: " + ", ".join(f"{n} {untrusted(s)}" for s, n in counts.items()) + "."]
     for _, p in sweep.unfinished.iterrows():
-        where = f" (expected at {p.folder})" if p.folder and p.status == "missing" else ""
-        lines.append(f"- {p.point}: {p.status}{where}")
-    return lines + [f"- {w}" for w in sweep.warnings]
+        where = f" (expected at {untrusted(p.folder)})" if p.folder and p.status == "missing" else ""
+        lines.append(f"- {untrusted(p.point)}: {untrusted(p.status)}{where}")
+    return lines + [f"- {untrusted(w)}" for w in sweep.warnings]
 
 
 def rule_lines(params: dict) -> list[str]:

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bitnet.records import finished_step, read_record
+from bitnet.records import finished_step, point_folder, read_record
 
 log = logging.getLogger("bitnet")
 
@@ -54,6 +54,9 @@ def register_presets(folder: Path = SWEEPS_DIR) -> list[str]:
 
 
 register_presets()
+# hydra.sweep.subdir names each point's folder through it (conf/config.yaml); registered here because every
+# process that resolves the subdir (the sweep's, a launcher's job) imports this module for the task function.
+OmegaConf.register_new_resolver("point_folder", point_folder, replace=True)
 
 
 def summary_table(csv_path: Path, max_rows: int = 8) -> str:

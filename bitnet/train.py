@@ -164,8 +164,10 @@ class Run:
         always makes progress instead of failing the same way each time."""
         if not self.checkpoint_path.exists():
             return None
-        try:  # on the CPU: the RNG states must stay CPU ByteTensors; the rest is copied to the device
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        try:  # on the CPU: the RNG states must stay CPU ByteTensors; the rest is copied to the device.
+            # weights_only: tensors and plain containers only. A results folder is untrusted input (a shared or
+            # downloaded sweep): a full unpickle would run whatever code a crafted checkpoint.pt carries.
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             missing = {"step", "fingerprint", "model", "optimizer", "sampler", "cpu_rng"} - set(state)
             if missing:
                 raise KeyError(f"no {', '.join(sorted(missing))}")
@@ -279,6 +281,10 @@ class Run:
             log.info(f"Already {previous['status']} at step {finished_step(previous)}: {self.csv_path} (skipped)")
             return {**previous, "skipped": True}
 
+        if previous and previous.get("config_fingerprint") not in (None, self.fingerprint) \
+                and self.checkpoint_path.exists():
+            # The record says the checkpoint is another config's: refused before anything is built or loaded.
+            raise DifferentConfig(self._different_config(previous, "a checkpoint"))
         try:
             self._setup()
             self.step, self.elapsed, self.loss_sum, self.loss_count = 0, 0.0, 0.0, 0
