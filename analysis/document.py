@@ -204,9 +204,9 @@ def verdicts_markdown(section: "Section") -> str:
     signature = tables["signature"][0]
     text = ("Collapse signature per cell (yes / partial / no with k/n seeds; its rule is printed with the "
             "signature table):\n\n"
-            + "".join(f"- {cell_label(r, keys)}: {r['seed signature']}\n" for _, r in signature.iterrows()))
+            + "".join(f"- {cell_label(r, keys)}: {untrusted(r['seed signature'])}\n" for _, r in signature.iterrows()))
     if params["interventions_summary"]:
-        text += "\nInterventions: " + " ".join(params["interventions_summary"]) + "\n"
+        text += "\nInterventions: " + " ".join(untrusted(line) for line in params["interventions_summary"]) + "\n"
     factorial = tables["factorial"][0]
     if len(factorial):
         text += ("\nLR switch x WD switch, effects on the completed points' final values, 95% t intervals (the "
@@ -214,15 +214,15 @@ def verdicts_markdown(section: "Section") -> str:
         others = [k for k in keys if k in factorial and k != "effect"]
         for _, row in factorial.iterrows():
             where = f" ({cell_label(row, others)})" if others else ""
-            text += (f"- {row['effect']}{where}: unique tokens {row['final unique tokens']}, eval loss "
-                     f"{row['final eval loss']}\n")
+            text += (f"- {untrusted(row['effect'])}{where}: unique tokens {untrusted(row['final unique tokens'])}, "
+                     f"eval loss {untrusted(row['final eval loss'])}\n")
     decision = tables["decision"][1]
     others = [k for k in keys if k != "hidden"]
     for _, row in decision.iterrows():
         where = f" ({cell_label({k: fmt_value(row[k]) for k in others}, others)})" if others else ""
-        flags = f"; flags: {row['flags']}" if row["flags"] else ""
-        text += (f"\nScaling decision{where} at step {step_label(row.step)}: outcome {row.outcome}, "
-                 f"{row.pattern}{flags}.\n")
+        flags = f"; flags: {untrusted(row['flags'])}" if row["flags"] else ""
+        text += (f"\nScaling decision{where} at step {step_label(row.step)}: outcome {untrusted(row.outcome)}, "
+                 f"{untrusted(row.pattern)}{flags}.\n")
     return text
 
 

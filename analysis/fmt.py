@@ -58,8 +58,10 @@ def fmt_int(value) -> str:
 
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 # Markdown: a backslash first (so that an escape we add cannot be undone by one in the text), then what would
-# end a table cell (|), open HTML (<: a tag, a comment) or start math ($) on renderers that support it.
-_MARKDOWN = {"\\": "\\\\", "|": "\\|", "<": "&lt;", "$": "\\$", "`": "\\`"}
+# end a table cell (|), start math ($) or a code span (`); a `<` only where it could open HTML (a tag, a
+# comment), so that a rule's "<0.2" stays as written.
+_MARKDOWN = {"\\": "\\\\", "|": "\\|", "$": "\\$", "`": "\\`"}
+_HTML = re.compile(r"<(?=[A-Za-z/!?])")
 
 
 def untrusted(value, target: str = "markdown") -> str:
@@ -69,7 +71,7 @@ def untrusted(value, target: str = "markdown") -> str:
     text = _LINE_BREAKS.sub(" ", str(value))
     if target == "plot":
         return text.replace("$", "\\$")
-    return "".join(_MARKDOWN.get(char, char) for char in text)
+    return _HTML.sub("&lt;", "".join(_MARKDOWN.get(char, char) for char in text))
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

@@ -42,7 +42,7 @@ def table_markdown(name: str, tables: dict, params: dict, level: int = 2, phase_
     md = tables[name][0]
     phase = phase_note(params["rules"])
     notes = [n for n in params["notes"].get(name, []) if n != phase or not phase_above] if len(md) else []
-    text = f"{'#' * level} {TITLES[name]}\n\n" + "".join(f"{note}\n\n" for note in notes)
+    text = f"{'#' * level} {TITLES[name]}\n\n" + "".join(f"{untrusted(note)}\n\n" for note in notes)
     return text + (to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name, 'no rows')}.") + "\n"
 
 
@@ -55,7 +55,7 @@ def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bo
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (md, csv) in tables.items():
-        notes = "".join(f"{note}\n\n" for note in params["notes"].get(name, [])) if len(md) else ""
+        notes = "".join(f"{untrusted(note)}\n\n" for note in params["notes"].get(name, [])) if len(md) else ""
         (out / f"{name}.md").write_text(notes + (to_markdown(md) if len(md) else f"Not applicable: {EMPTY.get(name)}.") + "\n")
         csv.to_csv(out / f"{name}.csv", index=False)
         written += [out / f"{name}.md", out / f"{name}.csv"]

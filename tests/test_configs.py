@@ -26,7 +26,10 @@ def composed(overrides: list[str], hydra_node: bool = False):
 @pytest.mark.parametrize("override", [f"{g}={o}" if g in ("model", "optim", "lr", "wd", "data", "eval")
                                       else f"+{g}={o}" for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_resolves(override):
+    from bitnet.config import RunConfig
+
     cfg = composed([override, *EXTRA.get(override, [])])
+    RunConfig.from_config(cfg)  # every key of every option is read by a component: none is refused as unread
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["model"]["hidden"] == container["hidden"]
     assert container["lr"]["name"] in ("constant", "linear", "cosine", "two_stage")
@@ -56,6 +59,31 @@ def test_every_preset_composes_with_every_scale(preset, scale):
     assert steps == {"paper": 20_000 if preset == "stage1_only" else 10_000,
                      "smoke": 80 if preset == "stage1_only" else 40,
                      "study": 800 if preset == "stage1_only" else 400}[scale]
+
+
+def grid_points(preset: str, scale: str) -> list[list[str]]:
+    """The preset's grid at this scale as override lists (its hydra.sweeper.params expanded). `seed` keeps its
+    first value: which keys a point has does not depend on the seed."""
+    import itertools
+
+    cfg = composed([f"+sweep={preset}", f"scale={scale}"], hydra_node=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    axes = [[f"{key}={value}" for value in str(values).split(",")][:1 if key == "seed" else None]
+            for key, values in params.items()]
+    return [list(point) for point in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("scale", ["paper", "smoke", "study"])
+def test_no_key_of_any_preset_point_is_refused_as_unread(preset, scale):
+    """Every key of every grid point of every preset is read by a component (or is free-form: grid.*, hydra.*),
+    so the unread-key check never refuses a preset."""
+    from bitnet.config import RunConfig
+
+    points = grid_points(preset, scale)
+    assert points
+    for point in points:
+        RunConfig.from_config(composed([f"+sweep={preset}", f"scale={scale}", *point]))
 
 
 def test_presets_compose_without_a_link_from_conf_to_sweeps():

@@ -342,3 +342,39 @@ def test_config_grids_are_validated_too(tmp_path):
     assert len(lines) == 2 and all("model.n_heads=3: hidden=" in line for line in lines), result.stderr
     assert lines[0].startswith("error: grid point 1 of 2 (hidden=32)")
     assert not sweep_dir.exists()
+
+
+# ---- keys no component reads ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("override, start", [
+    ("+train.stpes=5", "error: train.stpes=5: no component reads this key; did you mean train.steps?"),
+    ("+train.step=30", "error: train.step=30: no component reads this key; did you mean train.steps?"),
+    ("+model.hiden=64", "error: model.hiden=64: no component reads this key; did you mean model.hidden?"),
+])
+def test_a_key_no_component_reads_is_refused_naming_the_nearest(tmp_path, override, start):
+    """Hydra accepts a new key given with `+`; nothing would read it, so the run would silently ignore it."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    result = run_cli(*TINY, override, cwd=tmp_path, env=env, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing may be written"
+
+
+def test_a_key_no_component_reads_is_refused_at_every_grid_point(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("-m", *tiny("hidden=32,48"), "+train.stpes=5", f"hydra.sweep.dir={sweep_dir}", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    for number, line in enumerate(lines, 1):
+        assert line.startswith(f"error: grid point {number} of 2 (hidden="), line
+        assert line.endswith("train.stpes=5: no component reads this key; did you mean train.steps? (remove it, or "
+                             "correct its name: `bitnet --help` lists the config groups)"), line
+    assert not sweep_dir.exists()
+
+
+def test_free_form_and_referenced_keys_are_not_refused():
+    """grid.* (the presets' values) and hydra.* are free-form; `hidden` is read through model.hidden."""
+    validate(composed("+grid.note=anything", "+grid.seeds=7"), data=False)
+    with pytest.raises(ConfigError, match=r"^notes=1: no component reads this key"):
+        validate(composed("+notes=1"), data=False)
