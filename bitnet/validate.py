@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from bitnet.config import RunConfig
 from bitnet.data import TEXT_SUFFIXES, DataConfig, cache_folder, max_eval_positions, read_corpus, text_files
-from bitnet.devices import assign_device
+from bitnet.devices import assign_device, usable_cores
 from bitnet.keys import ConfigError, first_line, show
 
 __all__ = ["ConfigError", "validate", "split_sizes"]
@@ -39,6 +39,10 @@ def _check_device(config: RunConfig) -> None:
         assign_device(config.device, job_num=0)
     except (ValueError, RuntimeError) as err:
         raise ConfigError(first_line(err)) from None
+    cores = usable_cores()
+    if config.threads is not None and config.threads > cores:  # tens of thousands of threads crash torch
+        raise ConfigError(f"threads={config.threads}: more than the {cores} cores this process may use; allowed "
+                          f"1..{cores}, or null for the cores shared among the jobs running at once")
 
 
 # ---- 3. the data -------------------------------------------------------------------------------------------

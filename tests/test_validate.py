@@ -46,6 +46,7 @@ def error_of(*overrides: str, **kwargs) -> str:
 # (overrides, what the one-line message must contain: the key=value, then what is allowed). TINY runs 20 steps,
 # evaluates every 10, hidden=32 with 2 heads, seq_len 32, vocab 512.
 BAD = [
+    (["eval.generate.prompts=100000"], ["eval.generate.prompts=100000:", "must be at most 256"]),
     (["hidden=0"], ["hidden=0:", "positive integer"]),
     (["hidden=-64"], ["hidden=-64:", "positive integer"]),
     (["hidden=64.5"], ["hidden=64.5:", "positive integer"]),
@@ -177,6 +178,10 @@ def _latin1_in_a_folder(folder):
     return folder / "bad.txt", ("déjà vu, à côté\n" * 300).encode("latin-1")
 
 
+def _utf16(folder):
+    return folder / "utf16.txt", ("In the beginning God created the heaven and the earth.\n" * 300).encode("utf-16")
+
+
 CORPUS_CONTENT = [
     (_empty, [": the corpus is only 0 tokens (0 characters), too small for one training window plus the held-out "
               "split"]),
@@ -185,6 +190,8 @@ CORPUS_CONTENT = [
     (_random_bytes, [": not UTF-8 text:", "undecodable byte sequences in 100000 bytes", "allowed: UTF-8 text"]),
     (_latin1, [": not UTF-8 text:", "2100 undecodable byte sequences in 11700 bytes (the first at byte 4)", "iconv"]),
     (_latin1_in_a_folder, ["bad.txt): not UTF-8 text"]),
+    (_utf16, [": not UTF-8 text: 16500 NUL bytes in 33002 bytes, as in UTF-16 or UTF-32 text (it starts with their "
+              "byte-order mark)", "iconv -f utf-16 -t utf-8"]),
 ]
 
 
@@ -378,3 +385,23 @@ def test_free_form_and_referenced_keys_are_not_refused():
     validate(composed("+grid.note=anything", "+grid.seeds=7"), data=False)
     with pytest.raises(ConfigError, match=r"^notes=1: no component reads this key"):
         validate(composed("+notes=1"), data=False)
+
+
+def test_more_threads_than_cores_are_refused():
+    """threads=100000 once made torch start a thread per requested core and crash the machine's thread limit."""
+    cores = len(os.sched_getaffinity(0))
+    message = error_of(f"threads={cores + 1}", data=False)
+    assert message.startswith(f"threads={cores + 1}: more than the {cores} cores this process may use; allowed "
+                              f"1..{cores}, or null"), message
+    validate(composed(f"threads={cores}"), data=False)
+
+
+def test_an_empty_bitnet_cache_counts_as_unset(monkeypatch):
+    from pathlib import Path
+
+    from bitnet.data import default_cache_dir
+
+    monkeypatch.setenv("BITNET_CACHE", "")
+    assert default_cache_dir() == Path.home() / ".cache" / "bitnet"
+    monkeypatch.setenv("BITNET_CACHE", "/some/cache")
+    assert default_cache_dir() == Path("/some/cache")
