@@ -7,6 +7,7 @@ import json
 import os
 import random
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -405,3 +406,35 @@ def test_an_empty_bitnet_cache_counts_as_unset(monkeypatch):
     assert default_cache_dir() == Path.home() / ".cache" / "bitnet"
     monkeypatch.setenv("BITNET_CACHE", "/some/cache")
     assert default_cache_dir() == Path("/some/cache")
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_an_output_folder_that_cannot_hold_results_is_one_line(tmp_path, where):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    folder, reason = {"under_a_file": (blocker / "run", f"{blocker} is a file, not a folder"),
+                      "proc": (Path("/proc/bitnet_run"), "/proc is on a virtual file system")}[where]
+    result = run_cli(*TINY, f"hydra.run.dir={folder}", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: the output folder {folder} cannot hold results: {reason}"), \
+        result.stderr
+    assert blocker.read_text() == "not a folder\n"
+
+
+def test_a_read_only_output_folder_is_one_line(tmp_path, monkeypatch):
+    """A read-only mount, as statvfs reports it (tests cannot mount one; the flag is what the check reads)."""
+    import os as os_module
+
+    from bitnet import preflight
+
+    real = os_module.statvfs
+
+    class ReadOnly:
+        def __init__(self, result):
+            self.f_flag, self.f_blocks = result.f_flag | os_module.ST_RDONLY, result.f_blocks
+
+    monkeypatch.setattr(preflight.os, "statvfs", lambda path: ReadOnly(real(path)))
+    with pytest.raises(ValueError, match=rf"^the output folder {tmp_path / 'run'} cannot hold results: {tmp_path} is "
+                                         rf"on a read-only file system; give another one"):
+        preflight.check_writable(tmp_path / "run")
