@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any, List, Sequence
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict, read_write
 
@@ -180,12 +182,41 @@ class ValidatingSweeper(BasicSweeper):
                   f"the old folders stay as they are", file=sys.stderr)
             sys.stderr.flush()
 
+    def launch_settings_error(self, overrides) -> str | None:
+        """One line on a sweep setting that Hydra or the launcher would fail on only with a traceback, possibly
+        after writing the sweep folder (None when all is well)."""
+        from bitnet.devices import JOBLIB_TARGET
+
+        assert self.config is not None
+        for override in overrides:
+            if override.value_type == ValueType.INTERVAL_SWEEP:  # Hydra's basic sweeper cannot expand it
+                return (f"{override.input_line}: this sweeper takes lists (a,b,c), range() and choice(); "
+                        f"interval() and other sampled sweeps need a sampling sweeper (e.g. Optuna's)")
+        if self.max_batch_size is not None and (not isinstance(self.max_batch_size, int) or self.max_batch_size < 1):
+            return (f"hydra.sweeper.max_batch_size={self.max_batch_size}: must be a positive integer (points "
+                    f"launched at a time) or null (all at once)")
+        launcher = OmegaConf.select(self.config, "hydra.launcher", default=None) or {}
+        target = str(launcher.get("_target_", ""))
+        if target == JOBLIB_TARGET and launcher.get("n_jobs") == 0:
+            return ("hydra.launcher.n_jobs=0: must be a number of jobs at once (1, 2, ...) or negative, counted "
+                    "from the cores (-1: one per core)")
+        missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+        if "SlurmLauncher" in target and missing:  # submitit needs both, and fails after grid.json is written
+            return (f"hydra/launcher=slurm: SLURM is not available on this machine (no {' or '.join(missing)} "
+                    f"command); submit from the cluster's login node, or use hydra/launcher=local_parallel here")
+        return None
+
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params_conf = self._parse_config()
         params_conf.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(params_conf)
+        problem = self.launch_settings_error(overrides)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)  # before anything is launched or written
+            sys.stderr.flush()
+            sys.exit(2)
         self.overrides = self.split_arguments(overrides, self.max_batch_size)
 
         # Every point, before anything is launched or written.
