@@ -107,6 +107,9 @@ def main(cfg: DictConfig) -> None:
     try:
         record = Run(cfg, out_dir).run()
     except DifferentConfig as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one refused point: the sweep runs the others, reports it at the end
+            log.error(f"error: {err}")
+            raise
         exit_with(f"error: {err}", 2)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: resumable, not an error
         name = signal_name(err)

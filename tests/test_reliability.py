@@ -570,3 +570,23 @@ def test_adding_a_swept_key_says_the_points_will_be_renamed(tmp_path):
             f"folders are named by the keys that vary across the grid (now: hidden, seed)") in lines[0]
     assert "trained again, not skipped" in lines[0]
     assert wider.stdout.index("Training from step 0") > 0  # the warning came first; the points still ran
+
+
+def test_a_point_folder_of_another_config_is_refused_and_the_sweep_goes_on(tmp_path):
+    """One point folder holding another config no longer stops the sweep: that point is refused (its folder
+    left as it was), the others run, and the sweep names it at the end and exits non-zero."""
+    sweep = tmp_path / "sweep"
+    command = ["-m", *tiny("train.steps=10"), "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    run_cli(*command)
+    other = record(sweep / "seed=0")
+    other.update(config_fingerprint="0" * 16, config={**other["config"], "hidden": 48})
+    (sweep / "seed=0" / "run.json").write_text(json.dumps(other))
+    before = (sweep / "seed=0" / "run.json").read_bytes()
+    (sweep / "seed=1" / "run.json").unlink()  # this point trains again
+    result = run_cli(*command, check=False)
+    assert result.returncode != 0
+    assert (sweep / "seed=0" / "run.json").read_bytes() == before
+    assert record(sweep / "seed=1")["status"] == "completed"
+    assert f"error: {sweep / 'seed=0'} holds a completed run of a different config (hidden: 48 there, 32 now)" \
+        in result.stdout
+    assert "1 of 2 grid points failed" in result.stdout.strip().splitlines()[-1]
