@@ -96,8 +96,27 @@ def read_manifest(sweep_dir: Path) -> list[dict] | None:
     path = sweep_dir / GRID_MANIFEST
     if not path.exists():
         return None
-    points = json.loads(path.read_text()).get("points") or []
+    points = read_document(path, json.loads, dict, "a JSON object").get("points") or []
+    if not isinstance(points, list) or not all(isinstance(p, dict) and isinstance(p.get("overrides"), list)
+                                               for p in points):
+        raise NotASweep(f"{path}: expected {{\"points\": [{{\"overrides\": [...], \"folder\": ...}}, ...]}}, as "
+                        f"bitnet's sweeper writes it")
     return [{"overrides": parse_overrides(p["overrides"]), "folder": p.get("folder") or ""} for p in points]
+
+
+def read_document(path: Path, parse, kind: type, what: str):
+    """A small JSON or YAML file of a results folder, parsed; NotASweep (one line naming the file) when it is not
+    a regular file (a folder; a FIFO, whose read would block forever), is torn or is not `kind`."""
+    if not path.is_file():
+        raise NotASweep(f"{path}: not a regular file")
+    try:
+        value = parse(path.read_text())
+    except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NotASweep(f"{path}: cannot be read as {what} (torn or not written by bitnet?): {reason}") from None
+    if not isinstance(value, kind):
+        raise NotASweep(f"{path}: expected {what}, found {type(value).__name__} {str(value)[:40]!r}")
+    return value
 
 
 def varying_keys(overrides: list[dict]) -> list[str]:
@@ -166,6 +185,8 @@ def read_metrics(path: Path, warn=None) -> pd.DataFrame:
     """metrics.csv with the standard columns always present (NaN when absent), extra columns kept, numbers
     coerced. A last line without its newline or with fewer fields than the header was torn by a kill mid-write
     (`10000,,1`, or `1000` cut from `10000`): it is dropped, and `warn` hears about it."""
+    if Path(path).exists() and not Path(path).is_file():  # a folder, or a FIFO that would block the read
+        raise NotASweep(f"{path}: not a regular file")
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -210,10 +231,15 @@ def _switch_from_csv(metrics: pd.DataFrame, column: str):
 def load_point(folder: Path, sweep_dir: Path, warn=None) -> tuple[dict, pd.DataFrame]:
     folder = Path(folder)
     record_path = folder / "run.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else None
+    record = read_document(record_path, json.loads, dict, "a JSON object") if record_path.exists() else None
     overrides_path = folder / ".hydra" / "overrides.yaml"
     if overrides_path.exists():
-        overrides = parse_overrides(yaml.safe_load(overrides_path.read_text()) or [])
+        lines = read_document(overrides_path, lambda t: yaml.safe_load(t) or [], list, "a YAML list of overrides")
+        try:
+            overrides = parse_overrides([str(line) for line in lines])
+        except Exception as err:  # noqa: BLE001 - Hydra's parser errors: one line naming the file
+            raise NotASweep(f"{overrides_path}: not overrides as Hydra writes them: "
+                            f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
     else:  # a run folder written by bitnet.probe: its labels play the overrides' part
         overrides = dict((record or {}).get("labels") or {})
     metrics = read_metrics(folder / "metrics.csv", warn)

@@ -144,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     first = Path(args.sweep_dirs[0])
     out = args.out or (first.parent if first.is_file() else first) / "analysis"
-    written = write_outputs(sweep, tables, params, out, plots=not args.no_plots)
+    try:
+        written = write_outputs(sweep, tables, params, out, plots=not args.no_plots)
+    except (FileExistsError, NotADirectoryError, PermissionError, IsADirectoryError) as err:
+        print(f"error: --out {out}: cannot write there ({err.strerror}: {err.filename})", file=sys.stderr)
+        return 2
     try:  # files first: `... | head` closes the pipe early, and what was asked for is already written
         print(render(sweep, tables, params))
         print(f"wrote {len(written)} files to {out}")

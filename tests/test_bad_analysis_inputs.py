@@ -1,0 +1,78 @@
+"""Analysis inputs that once crashed or hung the analysis: each is now one line naming the file, exit 2."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+POINT = "hidden=256"
+
+
+def _run_json_is_a_list(sweep):
+    (sweep / POINT / "run.json").write_text("[1, 2]\n")
+    return sweep / POINT / "run.json", "expected a JSON object, found list"
+
+
+def _torn_run_json(sweep):
+    path = sweep / POINT / "run.json"
+    path.write_text(path.read_text()[:40])
+    return path, "cannot be read as a JSON object (torn or not written by bitnet?)"
+
+
+def _grid_json_is_empty_list(sweep):
+    (sweep / "grid.json").write_text("[]\n")
+    return sweep / "grid.json", "expected a JSON object, found list"
+
+
+def _broken_overrides(sweep):
+    (sweep / POINT / ".hydra" / "overrides.yaml").write_text("- hidden=[\n")
+    return sweep / POINT / ".hydra" / "overrides.yaml", "not overrides as Hydra writes them"
+
+
+def _overrides_not_yaml(sweep):
+    (sweep / POINT / ".hydra" / "overrides.yaml").write_text("- a: [\n")
+    return sweep / POINT / ".hydra" / "overrides.yaml", "cannot be read as a YAML list of overrides"
+
+
+def _metrics_is_a_folder(sweep):
+    (sweep / POINT / "metrics.csv").unlink()
+    (sweep / POINT / "metrics.csv").mkdir()
+    return sweep / POINT / "metrics.csv", "not a regular file"
+
+
+def _metrics_is_a_fifo(sweep):
+    (sweep / POINT / "metrics.csv").unlink()
+    os.mkfifo(sweep / POINT / "metrics.csv")  # reading it would block forever
+    return sweep / POINT / "metrics.csv", "not a regular file"
+
+
+CASES = [_run_json_is_a_list, _torn_run_json, _grid_json_is_empty_list, _broken_overrides, _overrides_not_yaml,
+         _metrics_is_a_folder, _metrics_is_a_fifo]
+
+
+@pytest.mark.parametrize("damage", CASES, ids=[c.__name__.strip("_") for c in CASES])
+def test_a_damaged_input_is_one_line_naming_the_file(tmp_path, damage, capsys):
+    from analysis.report import main
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(FIXTURES / "partial_sweep", sweep)
+    path, reason = damage(sweep)
+    assert main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and reason in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_under_a_file_is_one_line(tmp_path, capsys):
+    from analysis.report import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x\n")
+    assert main([str(FIXTURES / "partial_sweep"), "--out", str(blocker / "out"), "--no-plots"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --out {blocker / 'out'}: cannot write there ("), lines
+    assert blocker.read_text() == "x\n"
