@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from analysis.fmt import step_label, to_markdown, untrusted
@@ -51,8 +54,14 @@ def render(sweep: Sweep, tables: dict, params: dict) -> str:
     return text + "".join(f"\n{table_markdown(name, tables, params)}" for name in tables)
 
 
+# In --out while the outputs are being written: a folder left with it was stopped half-way (Ctrl-C, SIGTERM).
+INCOMPLETE = "INCOMPLETE"
+
+
 def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bool = True) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    (out / INCOMPLETE).write_text("The analysis was stopped while writing this folder: its files may be missing "
+                                  "or from an earlier run. Run the command again.\n")
     written = []
     for name, (md, csv) in tables.items():
         notes = "".join(f"{untrusted(note)}\n\n" for note in params["notes"].get(name, [])) if len(md) else ""
@@ -65,7 +74,25 @@ def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bo
         from analysis.plots import save_plots
 
         written += save_plots(sweep, out, params)
+    (out / INCOMPLETE).unlink()
     return written
+
+
+@contextmanager
+def stop_on_sigterm():
+    """Inside the block SIGTERM ends the analysis like Ctrl-C (KeyboardInterrupt), so that main can say what it
+    left behind; a handler someone else installed is left in place."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if ours:
+        signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # The thresholds of analysis.rules.Rules as options: (Rules field, metavar, help, allowed values, the check).
@@ -137,18 +164,24 @@ def analyse(sweep_dirs, args, labelling=None) -> tuple[Sweep, dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        sweep, tables, params = analyse(args.sweep_dirs, args, labelling=labelling_from(args))
-    except (NotASweep, BadStep, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     first = Path(args.sweep_dirs[0])
     out = args.out or (first.parent if first.is_file() else first) / "analysis"
     try:
-        written = write_outputs(sweep, tables, params, out, plots=not args.no_plots)
+        with stop_on_sigterm():
+            sweep, tables, params = analyse(args.sweep_dirs, args, labelling=labelling_from(args))
+            written = write_outputs(sweep, tables, params, out, plots=not args.no_plots)
+    except (NotASweep, BadStep, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (FileExistsError, NotADirectoryError, PermissionError, IsADirectoryError) as err:
         print(f"error: --out {out}: cannot write there ({err.strerror}: {err.filename})", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM through stop_on_sigterm
+        name = "SIGTERM" if str(err) == "SIGTERM" else "SIGINT"
+        left = (f"{out} is incomplete (its {INCOMPLETE} file says so)" if (out / INCOMPLETE).exists()
+                else "nothing was written")
+        print(f"interrupted by {name}: {left}; run the same command again", file=sys.stderr)
+        return 128 + signal.Signals[name].value
     try:  # files first: `... | head` closes the pipe early, and what was asked for is already written
         print(render(sweep, tables, params))
         print(f"wrote {len(written)} files to {out}")

@@ -76,3 +76,27 @@ def test_out_under_a_file_is_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --out {blocker / 'out'}: cannot write there ("), lines
     assert blocker.read_text() == "x\n"
+
+
+@pytest.mark.parametrize("signum, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_stopped_analysis_says_so_and_marks_its_folder_incomplete(tmp_path, monkeypatch, capsys, signum, code):
+    """The signal arrives while the outputs are written (here: when the plots start): one line, exit 128 + the
+    signal's number, and the folder keeps an INCOMPLETE file so that nobody takes it for a finished analysis."""
+    import signal
+
+    from analysis import plots, report
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), getattr(signal, signum))
+        raise AssertionError("the signal should have stopped the analysis")
+
+    monkeypatch.setattr(plots, "save_plots", interrupted)
+    out = tmp_path / "out"
+    assert report.main([str(FIXTURES / "partial_sweep"), "--out", str(out)]) == code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"interrupted by {signum}: {out} is incomplete (its INCOMPLETE file says so); run the same "
+                     f"command again"]
+    assert (out / "INCOMPLETE").exists() and (out / "tables.md").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the analysis's only while it runs
+    assert report.main([str(FIXTURES / "partial_sweep"), "--out", str(out), "--no-plots"]) == 0
+    assert not (out / "INCOMPLETE").exists()
