@@ -11,6 +11,7 @@ group (`+sweep=scaling`): they are registered in Hydra's config store when this 
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import signal
@@ -29,6 +30,8 @@ log = logging.getLogger("bitnet")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PRESET_GROUP = "sweep"
+# A full disk, a full quota, a file-size limit: a write failed for lack of room, not because of a bug.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _PACKAGE_HEADER = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
 
 
@@ -111,6 +114,14 @@ def main(cfg: DictConfig) -> None:
             log.error(f"error: {err}")
             raise
         exit_with(f"error: {err}", 2)
+    except OSError as err:
+        if err.errno not in DISK_FULL or hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # in a sweep: that point fails, the sweep reports it at the end
+        status = (read_record(out_dir) or {}).get("status")
+        recorded = (f"{out_dir} is recorded as {status}" if status == "failed" else
+                    f"{out_dir}/run.json could not be updated either (it still says {status})")
+        exit_with(f"error: {err.strerror} while writing {err.filename or out_dir}: {recorded}; free some space and "
+                  f"run the same command again (it resumes from the last checkpoint)", 1)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: resumable, not an error
         name = signal_name(err)
         step = (read_record(out_dir) or {}).get("step", 0)

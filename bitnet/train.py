@@ -319,12 +319,16 @@ class Run:
             self._record(INTERRUPTED, error=f"stopped by {signal_name(err)}")
             raise
         except BaseException as err:
-            self._record(FAILED, error=f"{type(err).__name__}: {err}")
+            try:
+                self._record(FAILED, error=f"{type(err).__name__}: {err}")
+            except OSError:  # a full disk fails this write too: run.json stays `running`; the caller says so
+                pass
             raise
         finally:
             for handle in (csv, layers_csv):
                 if handle is not None:
-                    handle.close()
+                    with contextlib.suppress(OSError):  # a full disk fails the flush of a failed row again
+                        handle.close()
 
     def _drop_torn_rows(self, previous: dict) -> None:
         """A finished point's CSVs end in a complete row; a torn tail (a crash mid-write in an older version, a
