@@ -181,12 +181,22 @@ def _plain_references(node, root: dict, depth: int = 0, done: dict | None = None
     return _plain_references(target, root, depth + 1, done)
 
 
+MAX_COLUMNS = 1000  # bitnet writes about 30; a probe or foreign run may add some, never hundreds
+
+
 def read_metrics(path: Path, warn=None) -> pd.DataFrame:
     """metrics.csv with the standard columns always present (NaN when absent), extra columns kept, numbers
     coerced. A last line without its newline or with fewer fields than the header was torn by a kill mid-write
     (`10000,,1`, or `1000` cut from `10000`): it is dropped, and `warn` hears about it."""
     if Path(path).exists() and not Path(path).is_file():  # a folder, or a FIFO that would block the read
         raise NotASweep(f"{path}: not a regular file")
+    if Path(path).exists():  # a header of a million columns took pandas 400 s and 2.5 GB: refused up front
+        with open(path, newline="") as handle:
+            header = handle.readline(MAX_COLUMNS * 256)  # enough for any sane header, bounded for any other
+        columns = header.count(",") + 1
+        if columns > MAX_COLUMNS:
+            counted = f"{columns}" if header.endswith("\n") else f"at least {columns}"
+            raise NotASweep(f"{path}: {counted} columns in its header; a metrics.csv has at most {MAX_COLUMNS}")
     try:
         text = Path(path).read_text()
     except FileNotFoundError:

@@ -100,3 +100,17 @@ def test_a_stopped_analysis_says_so_and_marks_its_folder_incomplete(tmp_path, mo
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the analysis's only while it runs
     assert report.main([str(FIXTURES / "partial_sweep"), "--out", str(out), "--no-plots"]) == 0
     assert not (out / "INCOMPLETE").exists()
+
+
+def test_a_header_of_a_million_columns_is_refused_at_once(tmp_path, capsys):
+    """Once 400 s and 2.5 GB of pandas before anything was said; now the header is counted first."""
+    from analysis.report import main
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(FIXTURES / "partial_sweep", sweep)
+    path = sweep / POINT / "metrics.csv"
+    path.write_text(",".join(f"c{i}" for i in range(1_000_000)) + "\n" + ",".join("1" * 1_000_000) + "\n")
+    assert main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: at least ") and \
+        lines[0].endswith(" columns in its header; a metrics.csv has at most 1000"), lines

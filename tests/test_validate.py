@@ -438,3 +438,21 @@ def test_a_read_only_output_folder_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=rf"^the output folder {tmp_path / 'run'} cannot hold results: {tmp_path} is "
                                          rf"on a read-only file system; give another one"):
         preflight.check_writable(tmp_path / "run")
+
+
+def test_text_too_large_to_tokenize_in_memory_is_refused(tmp_path, monkeypatch):
+    """Tokenizing takes about 75x the text's size in memory (measured: bitnet.validate); beyond the machine's
+    memory the tokenizer's Rust code aborted. Here the machine is said to have 1 GiB (tests cannot hold 75 GB)."""
+    from bitnet import preflight
+    from bitnet.validate import TOKENIZE_BYTES_PER_TEXT_BYTE
+
+    corpus = tmp_path / "big.txt"
+    corpus.write_text("In the beginning God created the heaven and the earth.\n" * 400_000)  # 22 MB
+    size = corpus.stat().st_size
+    assert TOKENIZE_BYTES_PER_TEXT_BYTE * size > 2**30
+    monkeypatch.setattr(preflight, "memory_available", lambda device: (2**30, "this machine has 1.0 GiB of RAM"))
+    message = error_of("data=text", f"data.path={corpus}", "data.vocab_size=300")
+    assert message == (f"data.path={corpus}: {size / 2**20:,.0f} MiB of text needs about "
+                       f"{TOKENIZE_BYTES_PER_TEXT_BYTE * size / 2**30:.1f} GiB of memory to tokenize (about 75x its "
+                       f"size), but this machine has 1.0 GiB of RAM; allowed: a text of at most 14 MiB (a sample of "
+                       f"it, or a part)")
