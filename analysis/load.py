@@ -101,6 +101,11 @@ def read_manifest(sweep_dir: Path) -> list[dict] | None:
                                                for p in points):
         raise NotASweep(f"{path}: expected {{\"points\": [{{\"overrides\": [...], \"folder\": ...}}, ...]}}, as "
                         f"bitnet's sweeper writes it")
+    inside = Path(sweep_dir).resolve()
+    for p in points:  # a folder entry is read from: it must not lead out of the sweep folder
+        if p.get("folder") and inside not in (inside / str(p["folder"])).resolve().parents:
+            raise NotASweep(f"{path}: the point folder {str(p['folder'])!r} is outside the sweep folder; grid.json "
+                            f"names folders inside it")
     return [{"overrides": parse_overrides(p["overrides"]), "folder": p.get("folder") or ""} for p in points]
 
 

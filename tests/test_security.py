@@ -211,3 +211,17 @@ def test_untrusted_keeps_text_readable_and_on_one_line():
     assert untrusted("a|b\r\nc") == "a\\|b c"
     assert untrusted("<b>\\|") == "&lt;b>\\\\\\|"  # a backslash in the text cannot undo the escape of |
     assert untrusted("$x$", "plot") == "\\$x\\$" and untrusted("<b>", "plot") == "<b>"
+
+
+def test_a_grid_json_cannot_point_the_analysis_outside_the_sweep(tmp_path, capsys):
+    from analysis.report import main
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(FIXTURES / "partial_sweep", sweep)
+    shutil.copytree(sweep / "hidden=256", tmp_path / "elsewhere")
+    grid = json.loads((sweep / "grid.json").read_text())
+    grid["points"][0]["folder"] = "../elsewhere"
+    (sweep / "grid.json").write_text(json.dumps(grid))
+    assert main([str(sweep), "--out", str(tmp_path / "out"), "--no-plots"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {sweep / 'grid.json'}: the point folder '../elsewhere' is "
+                                               f"outside the sweep folder; grid.json names folders inside it")
