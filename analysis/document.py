@@ -42,8 +42,10 @@ import yaml
 
 from analysis.fmt import fmt_value, step_label, to_markdown, untrusted
 from analysis.load import GRID_MANIFEST, NotASweep, Sweep, find_point_folders, parse_overrides, varying_keys
-from analysis.report import RULE_OPTIONS, add_analysis_options, analyse, rule_lines, status_lines, table_markdown
+from analysis.report import (RULE_OPTIONS, add_analysis_options, analyse, interrupted, rule_lines, status_lines,
+                             stop_on_sigterm, table_markdown)
 from analysis.tables import EMPTY, TITLES, BadStep
+from bitnet.records import atomic_file
 
 PARTS = ["setup", "points", "verdicts", "plots", "tables"]
 PART_TITLES = {"setup": "What was run", "points": "Points", "verdicts": "Verdicts", "plots": "Plots",
@@ -406,6 +408,14 @@ def stale(path: Path, text: str, pngs) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        with stop_on_sigterm():
+            return _main(argv)
+    except KeyboardInterrupt as err:  # while the folders are read and the report is built: nothing written yet
+        return interrupted(err, "nothing was written")
+
+
+def _main(argv: list[str]) -> int:
+    try:
         args = parser().parse_args(argv)
         if args.update and (args.sweeps or args.out or args.title):
             raise BadInput("--update DOC takes no SWEEP, --out or --title: each generated block names its own")
@@ -434,11 +444,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from analysis.plots import save_figure
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for path, fig in pngs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_figure(fig, path)
-    target.write_text(text)
+    try:  # main turned SIGTERM into KeyboardInterrupt
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for path, fig in pngs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_figure(fig, path)
+        with atomic_file(target) as handle:  # last, whole or not at all: never a half-written report
+            handle.write(text)
+    except KeyboardInterrupt as err:
+        return interrupted(err, f"{target} was not written (an earlier one is left as it was; some of its figures "
+                                f"may be new)")
     print(f"wrote {target} and {len(pngs)} plots")
     return 0
 

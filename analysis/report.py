@@ -78,6 +78,13 @@ def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bo
     return written
 
 
+def interrupted(err: KeyboardInterrupt, left: str) -> int:
+    """One line on what a stopped analysis left behind; the exit status of the signal (130 SIGINT, 143 SIGTERM)."""
+    name = "SIGTERM" if str(err) == "SIGTERM" else "SIGINT"
+    print(f"interrupted by {name}: {left}; run the same command again", file=sys.stderr)
+    return 128 + signal.Signals[name].value
+
+
 @contextmanager
 def stop_on_sigterm():
     """Inside the block SIGTERM ends the analysis like Ctrl-C (KeyboardInterrupt), so that main can say what it
@@ -177,11 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {out}: cannot write there ({err.strerror}: {err.filename})", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM through stop_on_sigterm
-        name = "SIGTERM" if str(err) == "SIGTERM" else "SIGINT"
-        left = (f"{out} is incomplete (its {INCOMPLETE} file says so)" if (out / INCOMPLETE).exists()
-                else "nothing was written")
-        print(f"interrupted by {name}: {left}; run the same command again", file=sys.stderr)
-        return 128 + signal.Signals[name].value
+        return interrupted(err, f"{out} is incomplete (its {INCOMPLETE} file says so)" if (out / INCOMPLETE).exists()
+                           else "nothing was written")
     try:  # files first: `... | head` closes the pipe early, and what was asked for is already written
         print(render(sweep, tables, params))
         print(f"wrote {len(written)} files to {out}")

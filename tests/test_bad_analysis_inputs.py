@@ -114,3 +114,24 @@ def test_a_header_of_a_million_columns_is_refused_at_once(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: at least ") and \
         lines[0].endswith(" columns in its header; a metrics.csv has at most 1000"), lines
+
+
+def test_a_stopped_report_leaves_no_half_written_report(tmp_path, monkeypatch, capsys):
+    """analysis.document writes report.md last and whole: stopped while drawing the figures, it says so in one
+    line, exits 143, and there is no report.md (an earlier one would be left as it was)."""
+    import signal
+
+    from analysis import document, plots
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal should have stopped the report")
+
+    monkeypatch.setattr(plots, "save_figure", stopped)
+    out = tmp_path / "report"
+    assert document.main([str(FIXTURES / "partial_sweep"), "--out", str(out)]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"interrupted by SIGTERM: {out / 'report.md'} was not written (an earlier one is left as it was; some of "
+        f"its figures may be new); run the same command again"]
+    assert not (out / "report.md").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
