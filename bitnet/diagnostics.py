@@ -183,12 +183,12 @@ class GenerateConfig:
 
     @classmethod
     def from_keys(cls, keys: Keys) -> GenerateConfig:
+        every = keys.integer("every", 0, "an integer >= 0 (every Nth evaluation row; 0 = off)")
         prompts = keys.positive("prompts")
         if prompts > MAX_PROMPTS:
             raise keys.error("prompts", prompts, f"must be at most {MAX_PROMPTS}: every prompt is continued in one "
                                                  f"batch at each generation row and written to generations/")
-        return cls(every=keys.integer("every", 0, "an integer >= 0 (every Nth evaluation row; 0 = off)"),
-                   prompts=prompts, new_tokens=keys.positive("new_tokens"),
+        return cls(every=every, prompts=prompts, new_tokens=keys.positive("new_tokens"),
                    temperature=keys.number("temperature", 0, None, "a positive number", low_open=True),
                    seed=keys.seed("seed"), prompt_tokens=keys.positive("prompt_tokens"))
 
