@@ -40,10 +40,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.fmt import fmt_value, step_label
+from analysis.fmt import fmt_value, step_label, to_markdown, untrusted
 from analysis.load import GRID_MANIFEST, NotASweep, Sweep, find_point_folders, parse_overrides, varying_keys
-from analysis.report import RULE_OPTIONS, add_analysis_options, analyse, rule_lines, status_lines, table_markdown
+from analysis.report import (RULE_OPTIONS, add_analysis_options, analyse, interrupted, rule_lines, status_lines,
+                             stop_on_sigterm, table_markdown)
 from analysis.tables import TITLES, BadStep, empty_reason
+from bitnet.records import atomic_file
 
 PARTS = ["setup", "points", "verdicts", "plots", "tables"]
 PART_TITLES = {"setup": "What was run", "points": "Points", "verdicts": "Verdicts", "plots": "Plots",
@@ -102,9 +104,8 @@ def block_parser() -> argparse.ArgumentParser:
 
 # ---- what was run ---------------------------------------------------------------------------------------------
 def config_text(value) -> str:
-    """A config value as YAML writes it (null, true, 0.0015, [0.9, 0.95]), safe inside a table cell."""
-    text = json.dumps(value) if value is None or isinstance(value, (bool, list, dict)) else str(value)
-    return text.replace("|", "\\|")
+    """A config value as YAML writes it (null, true, 0.0015, [0.9, 0.95]); escaped where it is rendered."""
+    return json.dumps(value) if value is None or isinstance(value, (bool, list, dict)) else str(value)
 
 
 def grid_overrides(sweep_dir: Path) -> tuple[list[list[str]], str]:
@@ -122,12 +123,13 @@ def grid_lines(sweep_dir: Path, name: str) -> list[str]:
     typed, source = grid_overrides(sweep_dir)
     overrides = [parse_overrides(lines) for lines in typed]
     varying = varying_keys(overrides)
-    values = {k: list(dict.fromkeys(config_text(o[k]) if k in o else "(not set)" for o in overrides)) for k in varying}
+    values = {k: list(dict.fromkeys(untrusted(config_text(o[k])) if k in o else "(not set)" for o in overrides))
+              for k in varying}
     shared = [line for line in typed[0] if all(line in lines for lines in typed)] if typed else []
     lines = [f"`{name}`: {len(overrides)} grid points ({source}); "
-             + ("; ".join(f"`{k}` = {', '.join(values[k])}" for k in varying) or "no key varies") + "."]
+             + ("; ".join(f"`{untrusted(k)}` = {', '.join(values[k])}" for k in varying) or "no key varies") + "."]
     if shared:
-        lines.append(f"Overrides shared by every point: `{' '.join(shared)}`.")
+        lines.append(f"Overrides shared by every point: `{untrusted(' '.join(shared))}`.")
     return lines
 
 
@@ -150,7 +152,7 @@ def run_lines(sweep: Sweep) -> list[str]:
     corpora = dict.fromkeys(f"{c.get('fingerprint')} ({c['train_tokens']:,} training tokens)"
                             for c in (r.get("corpus") for r in records) if c and c.get("train_tokens"))
     times = [r["elapsed_s"] for r in records if r.get("elapsed_s") is not None]
-    lines = [f"{label}: {'; '.join(found)}." for label, found in
+    lines = [f"{label}: {'; '.join(untrusted(f) for f in found)}." for label, found in
              (("Versions", versions), ("Device", devices), ("Corpus", corpora)) if found]
     if times:
         lines.append(f"Training time (run.json): {duration(sum(times))} over {len(times)} points, "
@@ -188,17 +190,17 @@ def setup_markdown(section: "Section") -> str:
     text = "\n\n".join(lines) + "\n"
     if len(differing):
         text += "\nResolved settings that differ between points (run.json):\n\n" + \
-                differing.to_markdown(index=False, disable_numparse=True) + "\n"
+                to_markdown(differing) + "\n"
     if len(shared):
         text += (f"\n<details><summary>Resolved settings shared by every point ({len(shared)} keys, run.json)"
-                 f"</summary>\n\n{shared.to_markdown(index=False, disable_numparse=True)}\n\n</details>\n")
+                 f"</summary>\n\n{to_markdown(shared)}\n\n</details>\n")
     run = run_lines(section.sweep)
     return text + ("\n" + "\n".join(f"- {line}" for line in run) + "\n" if run else "")
 
 
 # ---- verdicts -------------------------------------------------------------------------------------------------
 def cell_label(row, keys: list[str]) -> str:
-    return ", ".join(f"{k}={row[k]}" for k in keys) or "all points"
+    return ", ".join(f"{untrusted(k)}={untrusted(row[k])}" for k in keys) or "all points"
 
 
 def verdicts_markdown(section: "Section") -> str:
@@ -207,9 +209,9 @@ def verdicts_markdown(section: "Section") -> str:
     signature = tables["signature"][0]
     text = ("Collapse signature per cell (yes / partial / no with k/n seeds; its rule is printed with the "
             "signature table):\n\n"
-            + "".join(f"- {cell_label(r, keys)}: {r['seed signature']}\n" for _, r in signature.iterrows()))
+            + "".join(f"- {cell_label(r, keys)}: {untrusted(r['seed signature'])}\n" for _, r in signature.iterrows()))
     if params["interventions_summary"]:
-        text += "\nInterventions: " + " ".join(params["interventions_summary"]) + "\n"
+        text += "\nInterventions: " + " ".join(untrusted(line) for line in params["interventions_summary"]) + "\n"
     factorial = tables["factorial"][0]
     if len(factorial):
         text += ("\nLR switch x WD switch, effects on the completed points' final values, 95% t intervals (the "
@@ -217,15 +219,15 @@ def verdicts_markdown(section: "Section") -> str:
         others = [k for k in keys if k in factorial and k != "effect"]
         for _, row in factorial.iterrows():
             where = f" ({cell_label(row, others)})" if others else ""
-            text += (f"- {row['effect']}{where}: unique tokens {row['final unique tokens']}, eval loss "
-                     f"{row['final eval loss']}\n")
+            text += (f"- {untrusted(row['effect'])}{where}: unique tokens {untrusted(row['final unique tokens'])}, "
+                     f"eval loss {untrusted(row['final eval loss'])}\n")
     decision = tables["decision"][1]
     others = [k for k in keys if k != "hidden"]
     for _, row in decision.iterrows():
         where = f" ({cell_label({k: fmt_value(row[k]) for k in others}, others)})" if others else ""
-        flags = f"; flags: {row['flags']}" if row["flags"] else ""
-        text += (f"\nScaling decision{where} at step {step_label(row.step)}: outcome {row.outcome}, "
-                 f"{row.pattern}{flags}.\n")
+        flags = f"; flags: {untrusted(row['flags'])}" if row["flags"] else ""
+        text += (f"\nScaling decision{where} at step {step_label(row.step)}: outcome {untrusted(row.outcome)}, "
+                 f"{untrusted(row.pattern)}{flags}.\n")
     return text
 
 
@@ -420,6 +422,14 @@ def stale(path: Path, text: str, pngs) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        with stop_on_sigterm():
+            return _main(argv)
+    except KeyboardInterrupt as err:  # while the folders are read and the report is built: nothing written yet
+        return interrupted(err, "nothing was written")
+
+
+def _main(argv: list[str]) -> int:
+    try:
         args = parser().parse_args(argv)
         if args.update and (args.sweeps or args.out or args.title):
             raise BadInput("--update DOC takes no SWEEP, --out or --title: each generated block names its own")
@@ -448,11 +458,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from analysis.plots import save_figure
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for path, fig in pngs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_figure(fig, path)
-    target.write_text(text)
+    try:  # main turned SIGTERM into KeyboardInterrupt
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for path, fig in pngs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_figure(fig, path)
+        with atomic_file(target) as handle:  # last, whole or not at all: never a half-written report
+            handle.write(text)
+    except KeyboardInterrupt as err:
+        return interrupted(err, f"{target} was not written (an earlier one is left as it was; some of its figures "
+                                f"may be new)")
     print(f"wrote {target} and {len(pngs)} plots")
     return 0
 

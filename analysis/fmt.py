@@ -1,8 +1,10 @@
-"""How numbers and steps are written in the tables and plots: one place, so that every table agrees."""
+"""How numbers and steps are written in the tables and plots: one place, so that every table agrees; and how
+text read from a results folder is made inert where it is rendered (`untrusted`)."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -55,5 +57,28 @@ def fmt_int(value) -> str:
     return NA if missing(value) else str(int(value))
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+# Markdown: a backslash first (so that an escape we add cannot be undone by one in the text), then what would
+# end a table cell (|), start math ($) or a code span (`); a `<` only where it could open HTML (a tag, a
+# comment), so that a rule's "<0.2" stays as written.
+_MARKDOWN = {"\\": "\\\\", "|": "\\|", "$": "\\$", "`": "\\`"}
+_HTML = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def untrusted(value, target: str = "markdown") -> str:
+    """`value` (a label, status, error or config value read from a run folder, which anyone may have written) as
+    text that renders as itself: on one line, and in markdown ("markdown") without table breaks, HTML or math,
+    in matplotlib ("plot") without mathtext ($...$ would be parsed, and a bad expression aborts the figure)."""
+    text = _LINE_BREAKS.sub(" ", str(value))
+    if target == "plot":
+        return text.replace("$", "\\$")
+    return _HTML.sub("&lt;", "".join(_MARKDOWN.get(char, char) for char in text))
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, disable_numparse=True) if len(frame) else "(no rows)"
+    """A markdown table; every header and cell goes through `untrusted` (labels, statuses and errors come from
+    run folders). Markdown emphasis the tables add themselves (**bold**) is left as it is."""
+    if not len(frame):
+        return "(no rows)"
+    shown = frame.rename(columns=lambda c: untrusted(c)).map(lambda v: untrusted(v) if isinstance(v, str) else v)
+    return shown.to_markdown(index=False, disable_numparse=True)

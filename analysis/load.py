@@ -26,6 +26,7 @@ import functools
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,8 +109,32 @@ def read_manifest(sweep_dir: Path) -> list[dict] | None:
     path = sweep_dir / GRID_MANIFEST
     if not path.exists():
         return None
-    points = json.loads(path.read_text()).get("points") or []
+    points = read_document(path, json.loads, dict, "a JSON object").get("points") or []
+    if not isinstance(points, list) or not all(isinstance(p, dict) and isinstance(p.get("overrides"), list)
+                                               for p in points):
+        raise NotASweep(f"{path}: expected {{\"points\": [{{\"overrides\": [...], \"folder\": ...}}, ...]}}, as "
+                        f"bitnet's sweeper writes it")
+    inside = Path(sweep_dir).resolve()
+    for p in points:  # a folder entry is read from: it must not lead out of the sweep folder
+        if p.get("folder") and inside not in (inside / str(p["folder"])).resolve().parents:
+            raise NotASweep(f"{path}: the point folder {str(p['folder'])!r} is outside the sweep folder; grid.json "
+                            f"names folders inside it")
     return [{"overrides": parse_overrides(p["overrides"]), "folder": p.get("folder") or ""} for p in points]
+
+
+def read_document(path: Path, parse, kind: type, what: str):
+    """A small JSON or YAML file of a results folder, parsed; NotASweep (one line naming the file) when it is not
+    a regular file (a folder; a FIFO, whose read would block forever), is torn or is not `kind`."""
+    if not path.is_file():
+        raise NotASweep(f"{path}: not a regular file")
+    try:
+        value = parse(path.read_text())
+    except (ValueError, yaml.YAMLError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise NotASweep(f"{path}: cannot be read as {what} (torn or not written by bitnet?): {reason}") from None
+    if not isinstance(value, kind):
+        raise NotASweep(f"{path}: expected {what}, found {type(value).__name__} {str(value)[:40]!r}")
+    return value
 
 
 def varying_keys(overrides: list[dict]) -> list[str]:
@@ -145,18 +170,51 @@ def _resolved_config(folder: Path, record: dict | None) -> dict:
     path = folder / ".hydra" / "config.yaml"
     if not path.exists():
         return {}
-    try:
-        from omegaconf import OmegaConf
+    config = yaml.safe_load(path.read_text()) or {}
+    return _plain_references(config, config) if isinstance(config, dict) else {}
 
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception:  # an unresolvable interpolation: fall back to the raw values
-        return yaml.safe_load(path.read_text()) or {}
+
+_REFERENCE = re.compile(r"^\$\{([\w.]+)\}$")
+
+
+def _plain_references(node, root: dict, depth: int = 0, done: dict | None = None):
+    """The config with each plain `${a.b}` reference replaced by that key's value in the same file. Nothing else
+    is interpreted: a folder is untrusted, and resolving it with OmegaConf would run its resolvers
+    (`${oc.env:VAR}` would copy an environment variable into a report meant to be committed). Each YAML node is
+    visited once (`done`), so aliases nested many levels deep cannot multiply the work."""
+    done = {} if done is None else done
+    if isinstance(node, (dict, list)):
+        if id(node) not in done:
+            done[id(node)] = ({k: _plain_references(v, root, depth, done) for k, v in node.items()}
+                              if isinstance(node, dict) else [_plain_references(v, root, depth, done) for v in node])
+        return done[id(node)]
+    match = _REFERENCE.match(node) if isinstance(node, str) and depth < 8 else None
+    if match is None:
+        return node
+    target = root
+    for part in match.group(1).split("."):
+        if not isinstance(target, dict) or part not in target:
+            return node  # a reference to nothing in the file (a hydra.* runtime key): kept as written
+        target = target[part]
+    return _plain_references(target, root, depth + 1, done)
+
+
+MAX_COLUMNS = 1000  # bitnet writes about 30; a probe or foreign run may add some, never hundreds
 
 
 def read_metrics(path: Path, warn=None) -> pd.DataFrame:
     """metrics.csv with the standard columns always present (NaN when absent), extra columns kept, numbers
     coerced. A last line without its newline or with fewer fields than the header was torn by a kill mid-write
     (`10000,,1`, or `1000` cut from `10000`): it is dropped, and `warn` hears about it."""
+    if Path(path).exists() and not Path(path).is_file():  # a folder, or a FIFO that would block the read
+        raise NotASweep(f"{path}: not a regular file")
+    if Path(path).exists():  # a header of a million columns took pandas 400 s and 2.5 GB: refused up front
+        with open(path, newline="") as handle:
+            header = handle.readline(MAX_COLUMNS * 256)  # enough for any sane header, bounded for any other
+        columns = header.count(",") + 1
+        if columns > MAX_COLUMNS:
+            counted = f"{columns}" if header.endswith("\n") else f"at least {columns}"
+            raise NotASweep(f"{path}: {counted} columns in its header; a metrics.csv has at most {MAX_COLUMNS}")
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
@@ -213,10 +271,15 @@ def _switch_from_csv(metrics: pd.DataFrame, column: str):
 def load_point(folder: Path, sweep_dir: Path, warn=None) -> tuple[dict, pd.DataFrame]:
     folder = Path(folder)
     record_path = folder / "run.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else None
+    record = read_document(record_path, json.loads, dict, "a JSON object") if record_path.exists() else None
     overrides_path = folder / ".hydra" / "overrides.yaml"
     if overrides_path.exists():
-        overrides = parse_overrides(yaml.safe_load(overrides_path.read_text()) or [])
+        lines = read_document(overrides_path, lambda t: yaml.safe_load(t) or [], list, "a YAML list of overrides")
+        try:
+            overrides = parse_overrides([str(line) for line in lines])
+        except Exception as err:  # noqa: BLE001 - Hydra's parser errors: one line naming the file
+            raise NotASweep(f"{overrides_path}: not overrides as Hydra writes them: "
+                            f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
     else:  # a run folder written by bitnet.probe: its labels play the overrides' part
         overrides = dict((record or {}).get("labels") or {})
     metrics = read_metrics(folder / "metrics.csv", warn)

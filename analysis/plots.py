@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.fmt import fmt_value, step_label
+from analysis.fmt import fmt_value, step_label, untrusted
 from analysis.load import Sweep
 from analysis.measures import (cell_keys, default_collapse_steps, per_point, point_curves, switch_events)
 from analysis.phase_map import plot_phase_map
@@ -55,10 +55,11 @@ def _keys(sweep: Sweep, keys):
 
 
 def _legend(ax, columns: int = 3) -> None:
-    """Below the axes (constrained layout makes room), so that no curve is hidden behind it."""
+    """Below the axes (constrained layout makes room), so that no curve is hidden behind it. The labels quote
+    run folders (keys, values, point names): escaped, so that a `$` in one is drawn, not parsed as mathtext."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+        ax.legend(handles, [untrusted(label, "plot") for label in labels], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14),
                   ncols=min(columns, len(handles)), frameon=False)
 
 
@@ -86,7 +87,7 @@ def _switch_lines(ax, sweep: Sweep, annotate: bool = True) -> None:
             # Right of the line in the left half, left of it in the right half, so that it stays inside the
             # axes; kept out of the layout so a long label never squeezes the axes.
             right_half = step > low + 0.5 * (high - low)
-            text = ax.annotate(f"{' / '.join(sorted(labels))} @{step_label(step)}", (step, 1),
+            text = ax.annotate(f"{untrusted(' / '.join(sorted(labels)), 'plot')} @{step_label(step)}", (step, 1),
                                xycoords=("data", "axes fraction"), xytext=(-4 if right_half else 4, -4),
                                textcoords="offset points", va="top", ha="right" if right_half else "left",
                                fontsize=8, color="0.3", backgroundcolor=(1, 1, 1, 0.7))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from analysis.fmt import step_label, to_markdown
+from analysis.fmt import step_label, to_markdown, untrusted
 from analysis.foreign import add_foreign_arguments, labelling_from
 from analysis.load import NotASweep, Sweep, load_sweeps
 from analysis.rules import Rules
@@ -20,13 +23,14 @@ from analysis.tables import TITLES, BadStep, build_tables, empty_reason, phase_n
 
 
 def status_lines(sweep: Sweep) -> list[str]:
-    """The points' statuses, the unfinished points and the loader's warnings."""
+    """The points' statuses, the unfinished points and the loader's warnings (names, statuses and warnings
+    quote the run folders: escaped)."""
     counts = sweep.points.status.value_counts()
-    lines = [f"{len(sweep.points)} grid points: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."]
+    lines = [f"{len(sweep.points)} grid points: " + ", ".join(f"{n} {untrusted(s)}" for s, n in counts.items()) + "."]
     for _, p in sweep.unfinished.iterrows():
-        where = f" (expected at {p.folder})" if p.folder and p.status == "missing" else ""
-        lines.append(f"- {p.point}: {p.status}{where}")
-    return lines + [f"- {w}" for w in sweep.warnings]
+        where = f" (expected at {untrusted(p.folder)})" if p.folder and p.status == "missing" else ""
+        lines.append(f"- {untrusted(p.point)}: {untrusted(p.status)}{where}")
+    return lines + [f"- {untrusted(w)}" for w in sweep.warnings]
 
 
 def rule_lines(params: dict) -> list[str]:
@@ -41,7 +45,7 @@ def table_markdown(name: str, tables: dict, params: dict, level: int = 2, phase_
     md = tables[name][0]
     phase = phase_note(params["rules"])
     notes = [n for n in params["notes"].get(name, []) if n != phase or not phase_above] if len(md) else []
-    text = f"{'#' * level} {TITLES[name]}\n\n" + "".join(f"{note}\n\n" for note in notes)
+    text = f"{'#' * level} {TITLES[name]}\n\n" + "".join(f"{untrusted(note)}\n\n" for note in notes)
     return text + (to_markdown(md) if len(md) else f"Not applicable: {empty_reason(name, params)}.") + "\n"
 
 
@@ -50,11 +54,17 @@ def render(sweep: Sweep, tables: dict, params: dict) -> str:
     return text + "".join(f"\n{table_markdown(name, tables, params)}" for name in tables)
 
 
+# In --out while the outputs are being written: a folder left with it was stopped half-way (Ctrl-C, SIGTERM).
+INCOMPLETE = "INCOMPLETE"
+
+
 def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bool = True) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    (out / INCOMPLETE).write_text("The analysis was stopped while writing this folder: its files may be missing "
+                                  "or from an earlier run. Run the command again.\n")
     written = []
     for name, (md, csv) in tables.items():
-        notes = "".join(f"{note}\n\n" for note in params["notes"].get(name, [])) if len(md) else ""
+        notes = "".join(f"{untrusted(note)}\n\n" for note in params["notes"].get(name, [])) if len(md) else ""
         (out / f"{name}.md").write_text(notes + (to_markdown(md) if len(md) else f"Not applicable: {empty_reason(name, params)}.") + "\n")
         csv.to_csv(out / f"{name}.csv", index=False)
         written += [out / f"{name}.md", out / f"{name}.csv"]
@@ -64,7 +74,32 @@ def write_outputs(sweep: Sweep, tables: dict, params: dict, out: Path, plots: bo
         from analysis.plots import save_plots
 
         written += save_plots(sweep, out, params)
+    (out / INCOMPLETE).unlink()
     return written
+
+
+def interrupted(err: KeyboardInterrupt, left: str) -> int:
+    """One line on what a stopped analysis left behind; the exit status of the signal (130 SIGINT, 143 SIGTERM)."""
+    name = "SIGTERM" if str(err) == "SIGTERM" else "SIGINT"
+    print(f"interrupted by {name}: {left}; run the same command again", file=sys.stderr)
+    return 128 + signal.Signals[name].value
+
+
+@contextmanager
+def stop_on_sigterm():
+    """Inside the block SIGTERM ends the analysis like Ctrl-C (KeyboardInterrupt), so that main can say what it
+    left behind; a handler someone else installed is left in place."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if ours:
+        signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        if ours:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # The thresholds of analysis.rules.Rules as options: (Rules field, metavar, help, allowed values, the check).
@@ -141,14 +176,21 @@ def analyse(sweep_dirs, args, labelling=None) -> tuple[Sweep, dict, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    first = Path(args.sweep_dirs[0])
+    out = args.out or (first.parent if first.is_file() else first) / "analysis"
     try:
-        sweep, tables, params = analyse(args.sweep_dirs, args, labelling=labelling_from(args))
+        with stop_on_sigterm():
+            sweep, tables, params = analyse(args.sweep_dirs, args, labelling=labelling_from(args))
+            written = write_outputs(sweep, tables, params, out, plots=not args.no_plots)
     except (NotASweep, BadStep, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    first = Path(args.sweep_dirs[0])
-    out = args.out or (first.parent if first.is_file() else first) / "analysis"
-    written = write_outputs(sweep, tables, params, out, plots=not args.no_plots)
+    except (FileExistsError, NotADirectoryError, PermissionError, IsADirectoryError) as err:
+        print(f"error: --out {out}: cannot write there ({err.strerror}: {err.filename})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM through stop_on_sigterm
+        return interrupted(err, f"{out} is incomplete (its {INCOMPLETE} file says so)" if (out / INCOMPLETE).exists()
+                           else "nothing was written")
     try:  # files first: `... | head` closes the pipe early, and what was asked for is already written
         print(render(sweep, tables, params))
         print(f"wrote {len(written)} files to {out}")

@@ -156,6 +156,7 @@ class RunConfig:
                      seed=seed, device=device, precision=precision, compile=compile_, threads=threads,
                      progress=progress, logger=LoggerConfig.from_keys(keys.sub("logger")), resolved=OmegaConf.to_container(cfg, resolve=True))
         config.check_run_length()
+        keys.check_all_read()  # last: every component has read its keys by now
         return config
 
     def check_run_length(self) -> None:

@@ -37,7 +37,8 @@ MAX_UNDECODABLE_SHARE = 0.01
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BITNET_CACHE", Path.home() / ".cache" / "bitnet"))
+    # An empty BITNET_CACHE= counts as unset: Path("") would put the cache in the working folder.
+    return Path(os.environ.get("BITNET_CACHE") or Path.home() / ".cache" / "bitnet")
 
 
 def kjv_text() -> str:
@@ -75,7 +76,15 @@ def _file_kind(mode: int) -> str:
 
 
 def decode_text(raw: bytes, where: str) -> str:
-    """UTF-8 text; a few undecodable bytes become U+FFFD, more than MAX_UNDECODABLE_SHARE is refused."""
+    """UTF-8 text; a few undecodable bytes become U+FFFD, more than MAX_UNDECODABLE_SHARE is refused. So is text
+    with NUL bytes beyond that share: UTF-16 and UTF-32 decode as "valid" UTF-8 with a NUL after every ASCII
+    character, and the model would learn NULs."""
+    nul = raw.count(0)
+    if nul > MAX_UNDECODABLE_SHARE * len(raw):
+        encoding = "UTF-16 or UTF-32 text (it starts with their byte-order mark)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") \
+            else "UTF-16 or UTF-32 text, or binary data"
+        raise ValueError(f"{where}: not UTF-8 text: {nul} NUL bytes in {len(raw)} bytes, as in {encoding}; allowed: "
+                         f"UTF-8 text (convert it, e.g. iconv -f utf-16 -t utf-8)")
     text = raw.decode("utf-8", errors="replace")
     undecodable = text.count("\ufffd") - raw.decode("utf-8", errors="ignore").count("\ufffd")
     if undecodable > MAX_UNDECODABLE_SHARE * len(raw):

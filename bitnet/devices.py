@@ -134,10 +134,15 @@ def concurrent_jobs(cores: int | None = None) -> int:
     return max(1, n_jobs)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cpu_threads(requested: int | None = None) -> int:
     """Torch threads for a CPU job: `requested` when set, else the cores this process may use divided among
     the jobs running at once (at least 1)."""
     if requested:
         return int(requested)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return max(1, cores // concurrent_jobs(cores))

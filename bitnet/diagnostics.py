@@ -204,6 +204,11 @@ def generate(model, prompts: torch.Tensor, new_tokens: int, temperature: float |
     return tokens[:, prompts.shape[1]:].cpu()
 
 
+# Prompts are continued together, as one batch, at every generation row, and each continuation is written out
+# for reading: a few hundred is already more than anyone reads, and 100,000 would stall the run for hours.
+MAX_PROMPTS = 256
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     """`eval.generate` (defaults in conf/eval/default.yaml): continuations of fixed held-out prompts."""
@@ -217,8 +222,12 @@ class GenerateConfig:
 
     @classmethod
     def from_keys(cls, keys: Keys) -> GenerateConfig:
-        return cls(every=keys.integer("every", 0, "an integer >= 0 (every Nth evaluation row; 0 = off)"),
-                   prompts=keys.positive("prompts"), new_tokens=keys.positive("new_tokens"),
+        every = keys.integer("every", 0, "an integer >= 0 (every Nth evaluation row; 0 = off)")
+        prompts = keys.positive("prompts")
+        if prompts > MAX_PROMPTS:
+            raise keys.error("prompts", prompts, f"must be at most {MAX_PROMPTS}: every prompt is continued in one "
+                                                 f"batch at each generation row and written to generations/")
+        return cls(every=every, prompts=prompts, new_tokens=keys.positive("new_tokens"),
                    temperature=keys.number("temperature", 0, None, "a positive number", low_open=True),
                    seed=keys.seed("seed"), prompt_tokens=keys.positive("prompt_tokens"))
 

@@ -9,6 +9,7 @@ not a silent default.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 
@@ -22,6 +23,10 @@ class ConfigError(ValueError):
 
 _ABSENT = object()
 _REFERENCE = re.compile(r"^\$\{([\w.]+)\}$")  # `${hidden}`: a plain reference to another key
+_REFERENCED = re.compile(r"\$\{(?:oc\.select:)?([\w.]+)")  # every key a value refers to, resolver or not
+# Sections whose keys no component reads one by one: grid.* holds the presets' values, reached through
+# interpolations (`hidden: ${grid.hidden}`); hydra.* is Hydra's own.
+FREE_FORM = ("grid", "hydra")
 
 
 def show(value) -> str:
@@ -50,17 +55,59 @@ def check_choice(key: str, value, options, group: str | None = None):
     return value
 
 
+def _raw(cfg: DictConfig, path: str) -> str:
+    """A key's value as written, interpolations unresolved ("" when there is none)."""
+    parent, _, leaf = path.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    if not OmegaConf.is_dict(node) or leaf not in node:
+        return ""
+    value = node._get_node(leaf)._value()
+    return value if isinstance(value, str) else show(value)
+
+
+def _leaf_paths(node: DictConfig, prefix: str = ""):
+    """The dotted paths of a config's values (a list or an interpolation is one value), without resolving."""
+    for key in node.keys():
+        child = node._get_node(key)
+        if OmegaConf.is_dict(child) and not child._is_interpolation() and not child._is_missing() and not child._is_none():
+            yield from _leaf_paths(child, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
 class Keys:
     """The keys of one section (`model`, `eval.generate`, or "" for the top level) of a composed config."""
 
-    def __init__(self, cfg: DictConfig, section: str = ""):
+    def __init__(self, cfg: DictConfig, section: str = "", read: set | None = None):
         self.cfg, self.section = cfg, section
+        self.read = set() if read is None else read  # every dotted key read, shared by all sections' readers
 
     def path(self, key: str) -> str:
         return f"{self.section}.{key}" if self.section else key
 
     def sub(self, key: str) -> Keys:
-        return Keys(self.cfg, self.path(key))
+        return Keys(self.cfg, self.path(key), self.read)
+
+    def check_all_read(self) -> None:
+        """ConfigError naming the first key of the config that no component read (a typo such as
+        `+train.stpes=5` would otherwise be accepted and ignored), with the nearest key that is read. A key
+        referred to by a read one (`hidden`, through `model.hidden: ${hidden}`) counts as read, and so does all
+        of FREE_FORM."""
+        used = set(self.read)
+        pending = list(used)
+        while pending:  # follow interpolations: what a read value refers to is used too
+            path = pending.pop()
+            for target in _REFERENCED.findall(_raw(self.cfg, path)):
+                if target not in used:
+                    used.add(target)
+                    pending.append(target)
+        for path in _leaf_paths(self.cfg):
+            if path.split(".")[0] in FREE_FORM or path in used:
+                continue
+            near = difflib.get_close_matches(path, sorted(self.read), n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise ConfigError(f"{path}={show(_raw(self.cfg, path))}: no component reads this key{hint} (remove it, "
+                              f"or correct its name: `bitnet --help` lists the config groups)")
 
     def typed_as(self, key: str) -> str:
         """The key the user sets for this value: `model.hidden` is `${hidden}`, so a bad width is reported as
@@ -82,6 +129,7 @@ class Keys:
     def get(self, key: str, default=_ABSENT):
         """The resolved value; `default` only for keys that some options of a group do not have."""
         path = self.path(key)
+        self.read.add(path)
         try:
             value = OmegaConf.select(self.cfg, path, default=_ABSENT, throw_on_missing=True)
         except MissingMandatoryValue:

@@ -119,6 +119,30 @@ def disk_needed(config: RunConfig) -> dict[str, int]:
             "checkpoints": 2 * CHECKPOINT_BYTES * parameter_count(config) if config.train.checkpoint_every else 0}
 
 
+def check_writable(folder: Path) -> None:
+    """ValueError (one line, the reason) when results cannot be written under `folder`: a file in the way, a
+    read-only file system, a virtual one such as /proc (no disk blocks at all), or no permission. Said here
+    rather than as Hydra's traceback when it fails to make the folder, or as "0.0 GiB free"."""
+    path = Path(folder).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    why = None
+    if not existing.is_dir():
+        why = f"{existing} is a file, not a folder"
+    else:
+        fs = os.statvfs(existing)
+        if fs.f_flag & os.ST_RDONLY:
+            why = f"{existing} is on a read-only file system"
+        elif fs.f_blocks == 0:
+            why = f"{existing} is on a virtual file system (such as /proc or /sys), not on a disk"
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            why = f"no permission to write in {existing}"
+    if why:
+        raise ValueError(f"the output folder {path} cannot hold results: {why}; give another one (hydra.run.dir=... "
+                         f"for a run, hydra.sweep.dir=... for a sweep)")
+
+
 def check_disk(config: RunConfig, folder: Path) -> None:
     existing = Path(folder).expanduser().absolute()
     while not existing.exists():
@@ -159,4 +183,5 @@ def check_fits(config: RunConfig, folder: Path, device: torch.device | None) -> 
     cannot fit in memory on `device` (skipped when None: the device is on another machine) or on disk."""
     if device is not None:
         check_memory(config, device)
+    check_writable(folder)
     check_disk(config, folder)

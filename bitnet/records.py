@@ -110,6 +110,13 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return stale
 
 
+def point_folder(name: str) -> str:
+    """A point's folder name as one path component: `/` in an override's value (`data.path=a/b.txt`) is written
+    `%2F`, so that no value can place a point in a subfolder or, with `..`, outside the sweep folder. The
+    `${point_folder:...}` resolver of hydra.sweep.subdir (conf/config.yaml; registered by bitnet.run)."""
+    return str(name).replace("/", "%2F")
+
+
 @contextmanager
 def point_lock(out_dir: Path):
     """Yield True while this process holds the exclusive lock of a point folder, False (at once, without

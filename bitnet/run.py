@@ -11,6 +11,7 @@ group (`+sweep=scaling`): they are registered in Hydra's config store when this 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -30,12 +31,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from bitnet.records import finished_step, read_record
+from bitnet.records import finished_step, point_folder, read_record
 
 log = logging.getLogger("bitnet")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PRESET_GROUP = "sweep"
+# A full disk, a full quota, a file-size limit: a write failed for lack of room, not because of a bug.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _PACKAGE_HEADER = re.compile(r"^#\s*@package\s+(\S+)", re.MULTILINE)
 
 
@@ -77,6 +80,9 @@ def register_sweeper() -> None:
 
 register_presets()
 register_sweeper()
+# hydra.sweep.subdir names each point's folder through it (conf/config.yaml); registered here because every
+# process that resolves the subdir (the sweep's, a launcher's job) imports this module for the task function.
+OmegaConf.register_new_resolver("point_folder", point_folder, replace=True)
 
 
 def summary_table(csv_path: Path, max_rows: int = 8) -> str:
@@ -151,7 +157,18 @@ def main(cfg: DictConfig) -> str | None:
     try:
         record = Run(cfg, out_dir).run()
     except DifferentConfig as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one refused point: the sweep runs the others, reports it at the end
+            log.error(f"error: {err}")
+            raise
         exit_with(f"error: {err}", 2)
+    except OSError as err:
+        if err.errno not in DISK_FULL or hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # in a sweep: that point fails, the sweep reports it at the end
+        status = (read_record(out_dir) or {}).get("status")
+        recorded = (f"{out_dir} is recorded as {status}" if status == "failed" else
+                    f"{out_dir}/run.json could not be updated either (it still says {status})")
+        exit_with(f"error: {err.strerror} while writing {err.filename or out_dir}: {recorded}; free some space and "
+                  f"run the same command again (it resumes from the last checkpoint)", 1)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: resumable, not an error
         name = signal_name(err)
         step = (read_record(out_dir) or {}).get("step", 0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,15 +37,27 @@ from typing import Any, List, Sequence
 from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict, read_write
 
-from bitnet.records import atomic_file
+from bitnet.records import atomic_file, point_folder
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED = 10  # bad points printed one per line; the rest are counted
 GRID_MANIFEST = "grid.json"  # in the sweep folder: every point's overrides and folder, read by the analysis
+
+
+def _outside(subdir: str, sweep_dir: Path) -> str | None:
+    """Why a point folder `subdir` is not one safe folder directly in `sweep_dir` (None when it is)."""
+    if subdir in ("", ".", "..") or Path(subdir).name != subdir or "\0" in subdir:
+        return "it is not a single folder name"
+    if len(subdir.encode()) > 255:
+        return f"it is {len(subdir.encode())} bytes long, and file systems allow 255"
+    if (sweep_dir / subdir).resolve().parent != sweep_dir.resolve():
+        return "it leads out of the sweep folder"
+    return None
 
 
 def _is_remote(launcher_target: str) -> bool:
@@ -109,17 +122,33 @@ class ValidatingSweeper(BasicSweeper):
             sys.stderr.flush()
             sys.exit(2)
 
-    def write_grid_manifest(self, points: Sequence[Sequence[str]], sweep_dir: Path) -> None:
-        """grid.json: every point in launch order with its overrides and its folder (relative to the sweep
-        folder), as Hydra composes them for the job, so that the analysis can list points that never started
-        without re-deriving Hydra's grid expansion or folder naming. Rewritten only when the grid changed."""
+    def point_folders(self, points: Sequence[Sequence[str]], sweep_dir: Path) -> list[dict]:
+        """Every point in launch order with its overrides and its folder (relative to the sweep folder), as
+        Hydra composes them for the job. A folder that is not one folder directly inside the sweep folder (a
+        custom hydra.sweep.subdir with `..` or `/`) is refused, one line per point, exit 2, before anything is
+        written: Hydra would write the point's .hydra/ files there, possibly into another run's folder."""
         assert self.hydra_context is not None and self.config is not None
-        entries = []
+        entries, bad = [], []
         for number, point in enumerate(points):
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(point))
             with open_dict(config):
                 config.hydra.job.num = number  # a subdir may name the job number; the launcher sets it the same way
-            entries.append({"overrides": list(point), "folder": str(OmegaConf.select(config, "hydra.sweep.subdir"))})
+            folder = str(OmegaConf.select(config, "hydra.sweep.subdir"))
+            why = _outside(folder, sweep_dir)
+            if why:
+                bad.append(f"error: grid point {number + 1} of {len(points)} ({' '.join(point)}) is refused, nothing "
+                           f"was launched: its folder hydra.sweep.subdir={folder!r} is not allowed: {why}; point "
+                           f"folders are single names inside hydra.sweep.dir")
+            entries.append({"overrides": list(point), "folder": folder})
+        if bad:
+            print("\n".join(bad[:MAX_REPORTED]), file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(2)
+        return entries
+
+    def write_grid_manifest(self, entries: list[dict], sweep_dir: Path) -> None:
+        """grid.json: `point_folders`, so that the analysis can list points that never started without
+        re-deriving Hydra's grid expansion or folder naming. Rewritten only when the grid changed."""
         text = json.dumps({"points": entries}, indent=1) + "\n"
         path = sweep_dir / GRID_MANIFEST
         if not path.exists() or path.read_text() != text:  # a rerun of the same sweep leaves it untouched
@@ -136,12 +165,12 @@ class ValidatingSweeper(BasicSweeper):
         if not sweep_dir.is_dir():
             return
         if OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir") != \
-                "${hydra.job.override_dirname}":
+                "${point_folder:${hydra.job.override_dirname}}":
             return  # a custom naming: nothing to compare with
         settings = self.config.hydra.job.config.override_dirname
         parser = OverridesParser.create()
-        new_names = {get_overrides_dirname(parser.parse_overrides(list(point)), list(settings.exclude_keys),
-                                           settings.item_sep, settings.kv_sep) for point in points}
+        new_names = {point_folder(get_overrides_dirname(parser.parse_overrides(list(point)), list(settings.exclude_keys),
+                                                        settings.item_sep, settings.kv_sep)) for point in points}
         old_names = sorted(p.parent.name for p in sweep_dir.glob("*/run.json"))
         renamed = [name for name in old_names if name not in new_names]
         if renamed:
@@ -153,12 +182,41 @@ class ValidatingSweeper(BasicSweeper):
                   f"the old folders stay as they are", file=sys.stderr)
             sys.stderr.flush()
 
+    def launch_settings_error(self, overrides) -> str | None:
+        """One line on a sweep setting that Hydra or the launcher would fail on only with a traceback, possibly
+        after writing the sweep folder (None when all is well)."""
+        from bitnet.devices import JOBLIB_TARGET
+
+        assert self.config is not None
+        for override in overrides:
+            if override.value_type == ValueType.INTERVAL_SWEEP:  # Hydra's basic sweeper cannot expand it
+                return (f"{override.input_line}: this sweeper takes lists (a,b,c), range() and choice(); "
+                        f"interval() and other sampled sweeps need a sampling sweeper (e.g. Optuna's)")
+        if self.max_batch_size is not None and (not isinstance(self.max_batch_size, int) or self.max_batch_size < 1):
+            return (f"hydra.sweeper.max_batch_size={self.max_batch_size}: must be a positive integer (points "
+                    f"launched at a time) or null (all at once)")
+        launcher = OmegaConf.select(self.config, "hydra.launcher", default=None) or {}
+        target = str(launcher.get("_target_", ""))
+        if target == JOBLIB_TARGET and launcher.get("n_jobs") == 0:
+            return ("hydra.launcher.n_jobs=0: must be a number of jobs at once (1, 2, ...) or negative, counted "
+                    "from the cores (-1: one per core)")
+        missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+        if "SlurmLauncher" in target and missing:  # submitit needs both, and fails after grid.json is written
+            return (f"hydra/launcher=slurm: SLURM is not available on this machine (no {' or '.join(missing)} "
+                    f"command); submit from the cluster's login node, or use hydra/launcher=local_parallel here")
+        return None
+
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params_conf = self._parse_config()
         params_conf.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(params_conf)
+        problem = self.launch_settings_error(overrides)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)  # before anything is launched or written
+            sys.stderr.flush()
+            sys.exit(2)
         self.overrides = self.split_arguments(overrides, self.max_batch_size)
 
         # Every point, before anything is launched or written.
@@ -167,10 +225,11 @@ class ValidatingSweeper(BasicSweeper):
         self.name_points_by_varying_keys(points)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        folders = self.point_folders(points, sweep_dir)
         self.warn_about_renamed_points(points, sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        self.write_grid_manifest(points, sweep_dir)
+        self.write_grid_manifest(folders, sweep_dir)
 
         returns: List[Sequence[JobReturn]] = []
         failed: list[JobReturn] = []

@@ -167,8 +167,10 @@ class Run:
         always makes progress instead of failing the same way each time."""
         if not self.checkpoint_path.exists():
             return None
-        try:  # on the CPU: the RNG states must stay CPU ByteTensors; the rest is copied to the device
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        try:  # on the CPU: the RNG states must stay CPU ByteTensors; the rest is copied to the device.
+            # weights_only: tensors and plain containers only. A results folder is untrusted input (a shared or
+            # downloaded sweep): a full unpickle would run whatever code a crafted checkpoint.pt carries.
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
             missing = {"step", "fingerprint", "model", "optimizer", "sampler", "cpu_rng"} - set(state)
             if missing:
                 raise KeyError(f"no {', '.join(sorted(missing))}")
@@ -291,6 +293,10 @@ class Run:
             log.info(f"Already {previous['status']} at step {finished_step(previous)}: {self.csv_path} (skipped)")
             return {**previous, "skipped": True}
 
+        if previous and not self._same_config(previous) and previous.get("config_fingerprint") is not None \
+                and self.checkpoint_path.exists():
+            # The record says the checkpoint is another config's: refused before anything is built or loaded.
+            raise DifferentConfig(self._different_config(previous, "a checkpoint"))
         try:
             self._setup()
             self.step, self.elapsed, self.loss_sum, self.loss_count = 0, 0.0, 0.0, 0
@@ -328,12 +334,16 @@ class Run:
             self._record(INTERRUPTED, error=f"stopped by {signal_name(err)}")
             raise
         except BaseException as err:
-            self._record(FAILED, error=f"{type(err).__name__}: {err}")
+            try:
+                self._record(FAILED, error=f"{type(err).__name__}: {err}")
+            except OSError:  # a full disk fails this write too: run.json stays `running`; the caller says so
+                pass
             raise
         finally:
             for handle in (csv, layers_csv):
                 if handle is not None:
-                    handle.close()
+                    with contextlib.suppress(OSError):  # a full disk fails the flush of a failed row again
+                        handle.close()
             self.trackers.finish(self.status)
 
     def _drop_torn_rows(self, previous: dict) -> None:

@@ -34,6 +34,20 @@ def test_every_option_composes_and_resolves(override):
     assert container["train"]["steps"] > 0
 
 
+@pytest.mark.parametrize("override", [f"{g}={o}" if g in ("model", "optim", "lr", "wd", "data", "eval")
+                                      else f"+{g}={o}" for g in GROUPS for o in options(g)])
+def test_no_option_is_refused_as_unread(override):
+    """Every key of every option is read by a component, so the unread-key check never refuses one. Arms
+    (interventions, suspects) are composed as the presets use them: under a scale (their grid.* values) and the
+    two-stage schedules (an arm that sets a stage-2 value does nothing under a constant one, and is rightly
+    refused there)."""
+    from bitnet.config import RunConfig
+
+    arm = override.startswith(("+intervention", "+suspect"))
+    RunConfig.from_config(composed([*(["+scale=smoke", "lr=two_stage", "wd=two_stage"] if arm else []), override,
+                                    *EXTRA.get(override, [])]))
+
+
 def test_schedule_groups_inherit_shared_keys():
     two_stage = composed(["lr=two_stage", "wd=two_stage"])
     assert two_stage.lr.peak == 1.5e-3 and two_stage.lr.stage2_peak == 1e-3 and two_stage.lr.warmup == 50
@@ -57,6 +71,31 @@ def test_every_preset_composes_with_every_scale(preset, scale):
     assert steps == {"paper": 20_000 if preset == "stage1_only" else 10_000,
                      "smoke": 80 if preset == "stage1_only" else 40,
                      "study": 800 if preset == "stage1_only" else 1200 if long_horizon else 400}[scale]
+
+
+def grid_points(preset: str, scale: str) -> list[list[str]]:
+    """The preset's grid at this scale as override lists (its hydra.sweeper.params expanded). `seed` keeps its
+    first value: which keys a point has does not depend on the seed."""
+    import itertools
+
+    cfg = composed([f"+sweep={preset}", f"scale={scale}"], hydra_node=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    axes = [[f"{key}={value}" for value in str(values).split(",")][:1 if key == "seed" else None]
+            for key, values in params.items()]
+    return [list(point) for point in itertools.product(*axes)]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("scale", ["paper", "smoke", "study"])
+def test_no_key_of_any_preset_point_is_refused_as_unread(preset, scale):
+    """Every key of every grid point of every preset is read by a component (or is free-form: grid.*, hydra.*),
+    so the unread-key check never refuses a preset."""
+    from bitnet.config import RunConfig
+
+    points = grid_points(preset, scale)
+    assert points
+    for point in points:
+        RunConfig.from_config(composed([f"+sweep={preset}", f"scale={scale}", *point]))
 
 
 def test_presets_compose_without_a_link_from_conf_to_sweeps():

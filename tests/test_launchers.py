@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -159,3 +160,24 @@ def test_cpu_threads_split_between_submitit_local_jobs(monkeypatch, tmp_path):
     assert concurrent_jobs(cores=8) == 3
     monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
     assert cpu_threads() == 2
+
+
+@pytest.mark.parametrize("settings, start", [
+    (["lr.peak=interval(0.001,0.002)"], "error: lr.peak=interval(0.001,0.002): this sweeper takes lists (a,b,c), "
+                                        "range() and choice()"),
+    (["hidden=32,48", "hydra.sweeper.max_batch_size=0"], "error: hydra.sweeper.max_batch_size=0: must be a positive "
+                                                         "integer"),
+    (["hidden=32,48", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=0"],
+     "error: hydra.launcher.n_jobs=0: must be a number of jobs at once"),
+    (["hidden=32,48", "hydra/launcher=slurm"], "error: hydra/launcher=slurm: SLURM is not available on this machine"),
+])
+def test_sweep_settings_hydra_would_fail_on_are_one_line(tmp_path, settings, start):
+    """Each once ended in a traceback (the slurm case after writing grid.json); now one line, exit 2, and no
+    sweep folder. The slurm case runs with a PATH that has no sbatch or srun."""
+    sweep_dir = tmp_path / "sweep"
+    env = {"PATH": os.path.dirname(sys.executable)} if "hydra/launcher=slurm" in settings else None
+    result = run_cli("-m", *TINY, *settings, f"hydra.sweep.dir={sweep_dir}", check=False, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert not sweep_dir.exists()

@@ -635,3 +635,46 @@ def test_a_finished_run_is_recognised_by_its_recorded_config_not_its_stored_hash
     (folder / "run.json").write_text(json.dumps(old))
     with pytest.raises(Exception, match="train.label_smoothing: 0.3 there, 0.0 now"):
         Run(compose_tiny("train.checkpoint_every=10"), folder).run()
+
+
+def test_a_point_folder_of_another_config_is_refused_and_the_sweep_goes_on(tmp_path):
+    """One point folder holding another config no longer stops the sweep: that point is refused (its folder
+    left as it was), the others run, and the sweep names it at the end and exits non-zero."""
+    sweep = tmp_path / "sweep"
+    command = ["-m", *tiny("train.steps=10"), "seed=0,1", f"hydra.sweep.dir={sweep}"]
+    run_cli(*command)
+    other = record(sweep / "seed=0")
+    other.update(config_fingerprint="0" * 16, config={**other["config"], "hidden": 48})
+    (sweep / "seed=0" / "run.json").write_text(json.dumps(other))
+    before = (sweep / "seed=0" / "run.json").read_bytes()
+    (sweep / "seed=1" / "run.json").unlink()  # this point trains again
+    result = run_cli(*command, check=False)
+    assert result.returncode != 0
+    assert (sweep / "seed=0" / "run.json").read_bytes() == before
+    assert record(sweep / "seed=1")["status"] == "completed"
+    assert f"error: {sweep / 'seed=0'} holds a completed run of a different config (hidden: 48 there, 32 now)" \
+        in result.stdout
+    assert "1 of 2 grid points failed" in result.stdout.strip().splitlines()[-1]
+
+
+def test_a_write_that_runs_out_of_room_is_recorded_failed_in_one_line(tmp_path):
+    """A file-size limit (what a full disk does to the next append, without filling the machine's disk): the
+    point is recorded `failed` with the error, and the run says so in one line, exit 1, not in tracebacks."""
+    import resource
+
+    limit = 16_000  # bytes: run.json fits, layers.csv outgrows it after a few evaluations
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    folder = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "bitnet.run", *tiny("train.steps=60", "eval.every=1",
+                                                                       "train.checkpoint_every=0"),
+                             f"hydra.run.dir={folder}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300, preexec_fn=limited)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: File too large while writing ") and \
+        f"{folder} is recorded as failed; free some space and run the same command again" in lines[0], lines[0]
+    assert record(folder)["status"] == "failed" and "File too large" in record(folder)["error"]

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,6 +47,7 @@ def error_of(*overrides: str, **kwargs) -> str:
 # (overrides, what the one-line message must contain: the key=value, then what is allowed). TINY runs 20 steps,
 # evaluates every 10, hidden=32 with 2 heads, seq_len 32, vocab 512.
 BAD = [
+    (["eval.generate.prompts=100000"], ["eval.generate.prompts=100000:", "must be at most 256"]),
     (["hidden=0"], ["hidden=0:", "positive integer"]),
     (["hidden=-64"], ["hidden=-64:", "positive integer"]),
     (["hidden=64.5"], ["hidden=64.5:", "positive integer"]),
@@ -177,6 +179,10 @@ def _latin1_in_a_folder(folder):
     return folder / "bad.txt", ("déjà vu, à côté\n" * 300).encode("latin-1")
 
 
+def _utf16(folder):
+    return folder / "utf16.txt", ("In the beginning God created the heaven and the earth.\n" * 300).encode("utf-16")
+
+
 CORPUS_CONTENT = [
     (_empty, [": the corpus is only 0 tokens (0 characters), too small for one training window plus the held-out "
               "split"]),
@@ -185,6 +191,8 @@ CORPUS_CONTENT = [
     (_random_bytes, [": not UTF-8 text:", "undecodable byte sequences in 100000 bytes", "allowed: UTF-8 text"]),
     (_latin1, [": not UTF-8 text:", "2100 undecodable byte sequences in 11700 bytes (the first at byte 4)", "iconv"]),
     (_latin1_in_a_folder, ["bad.txt): not UTF-8 text"]),
+    (_utf16, [": not UTF-8 text: 16500 NUL bytes in 33002 bytes, as in UTF-16 or UTF-32 text (it starts with their "
+              "byte-order mark)", "iconv -f utf-16 -t utf-8"]),
 ]
 
 
@@ -342,3 +350,109 @@ def test_config_grids_are_validated_too(tmp_path):
     assert len(lines) == 2 and all("model.n_heads=3: hidden=" in line for line in lines), result.stderr
     assert lines[0].startswith("error: grid point 1 of 2 (hidden=32)")
     assert not sweep_dir.exists()
+
+
+# ---- keys no component reads ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("override, start", [
+    ("+train.stpes=5", "error: train.stpes=5: no component reads this key; did you mean train.steps?"),
+    ("+train.step=30", "error: train.step=30: no component reads this key; did you mean train.steps?"),
+    ("+model.hiden=64", "error: model.hiden=64: no component reads this key; did you mean model.hidden?"),
+])
+def test_a_key_no_component_reads_is_refused_naming_the_nearest(tmp_path, override, start):
+    """Hydra accepts a new key given with `+`; nothing would read it, so the run would silently ignore it."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    result = run_cli(*TINY, override, cwd=tmp_path, env=env, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing may be written"
+
+
+def test_a_key_no_component_reads_is_refused_at_every_grid_point(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("-m", *tiny("hidden=32,48"), "+train.stpes=5", f"hydra.sweep.dir={sweep_dir}", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    for number, line in enumerate(lines, 1):
+        assert line.startswith(f"error: grid point {number} of 2 (hidden="), line
+        assert line.endswith("train.stpes=5: no component reads this key; did you mean train.steps? (remove it, or "
+                             "correct its name: `bitnet --help` lists the config groups)"), line
+    assert not sweep_dir.exists()
+
+
+def test_free_form_and_referenced_keys_are_not_refused():
+    """grid.* (the presets' values) and hydra.* are free-form; `hidden` is read through model.hidden."""
+    validate(composed("+grid.note=anything", "+grid.seeds=7"), data=False)
+    with pytest.raises(ConfigError, match=r"^notes=1: no component reads this key"):
+        validate(composed("+notes=1"), data=False)
+
+
+def test_more_threads_than_cores_are_refused():
+    """threads=100000 once made torch start a thread per requested core and crash the machine's thread limit."""
+    cores = len(os.sched_getaffinity(0))
+    message = error_of(f"threads={cores + 1}", data=False)
+    assert message.startswith(f"threads={cores + 1}: more than the {cores} cores this process may use; allowed "
+                              f"1..{cores}, or null"), message
+    validate(composed(f"threads={cores}"), data=False)
+
+
+def test_an_empty_bitnet_cache_counts_as_unset(monkeypatch):
+    from pathlib import Path
+
+    from bitnet.data import default_cache_dir
+
+    monkeypatch.setenv("BITNET_CACHE", "")
+    assert default_cache_dir() == Path.home() / ".cache" / "bitnet"
+    monkeypatch.setenv("BITNET_CACHE", "/some/cache")
+    assert default_cache_dir() == Path("/some/cache")
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_an_output_folder_that_cannot_hold_results_is_one_line(tmp_path, where):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    folder, reason = {"under_a_file": (blocker / "run", f"{blocker} is a file, not a folder"),
+                      "proc": (Path("/proc/bitnet_run"), "/proc is on a virtual file system")}[where]
+    result = run_cli(*TINY, f"hydra.run.dir={folder}", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: the output folder {folder} cannot hold results: {reason}"), \
+        result.stderr
+    assert blocker.read_text() == "not a folder\n"
+
+
+def test_a_read_only_output_folder_is_one_line(tmp_path, monkeypatch):
+    """A read-only mount, as statvfs reports it (tests cannot mount one; the flag is what the check reads)."""
+    import os as os_module
+
+    from bitnet import preflight
+
+    real = os_module.statvfs
+
+    class ReadOnly:
+        def __init__(self, result):
+            self.f_flag, self.f_blocks = result.f_flag | os_module.ST_RDONLY, result.f_blocks
+
+    monkeypatch.setattr(preflight.os, "statvfs", lambda path: ReadOnly(real(path)))
+    with pytest.raises(ValueError, match=rf"^the output folder {tmp_path / 'run'} cannot hold results: {tmp_path} is "
+                                         rf"on a read-only file system; give another one"):
+        preflight.check_writable(tmp_path / "run")
+
+
+def test_text_too_large_to_tokenize_in_memory_is_refused(tmp_path, monkeypatch):
+    """Tokenizing takes about 75x the text's size in memory (measured: bitnet.validate); beyond the machine's
+    memory the tokenizer's Rust code aborted. Here the machine is said to have 1 GiB (tests cannot hold 75 GB)."""
+    from bitnet import preflight
+    from bitnet.validate import TOKENIZE_BYTES_PER_TEXT_BYTE
+
+    corpus = tmp_path / "big.txt"
+    corpus.write_text("In the beginning God created the heaven and the earth.\n" * 400_000)  # 22 MB
+    size = corpus.stat().st_size
+    assert TOKENIZE_BYTES_PER_TEXT_BYTE * size > 2**30
+    monkeypatch.setattr(preflight, "memory_available", lambda device: (2**30, "this machine has 1.0 GiB of RAM"))
+    message = error_of("data=text", f"data.path={corpus}", "data.vocab_size=300")
+    assert message == (f"data.path={corpus}: {size / 2**20:,.0f} MiB of text needs about "
+                       f"{TOKENIZE_BYTES_PER_TEXT_BYTE * size / 2**30:.1f} GiB of memory to tokenize (about 75x its "
+                       f"size), but this machine has 1.0 GiB of RAM; allowed: a text of at most 14 MiB (a sample of "
+                       f"it, or a part)")
