@@ -30,7 +30,7 @@ import pandas as pd
 
 from analysis.cells import CLIPPED_NOTE, cells, keys_display, per_cell, tokens_with_phase, verdicts_over_seeds
 from analysis.factorial import NotFactorial, effects_table
-from analysis.fmt import NA, fmt_cell, fmt_int, fmt_value, step_label
+from analysis.fmt import NA, fmt_cell, fmt_int, fmt_value, step_label, untrusted
 from analysis.load import Sweep
 from analysis.measures import (DIAGNOSTICS, cell_keys, data_errors, default_collapse_steps, default_steps,
                                evaluated_steps, per_point, per_point_diagnostics, per_transition, point_curves,
@@ -283,8 +283,9 @@ EMPTY = {
 
 
 def empty_reason(name: str, params: dict) -> str:
-    """Why table `name` has no rows: what this sweep lacks, else the table's standing requirement."""
-    return params.get("why_empty", {}).get(name) or EMPTY.get(name, "no rows")
+    """Why table `name` has no rows: what this sweep lacks (it quotes the sweep's values, so it is escaped for
+    markdown), else the table's standing requirement."""
+    return untrusted(params.get("why_empty", {}).get(name) or EMPTY.get(name, "no rows"))
 
 
 def _optional(build, refusal, *args) -> tuple[tuple[pd.DataFrame, pd.DataFrame], list[str], str]:
