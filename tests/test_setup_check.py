@@ -126,6 +126,7 @@ def test_readme_examples_give_no_finding():
     assert check_setup(bigram, torch.optim.AdamW(bigram.parameters(), lr=3e-3)) == []
 
 
+@pytest.mark.slow  # about 2 minutes on the shared 2-core machine
 def test_hf_trainer_with_coupled_adam_records_the_finding(tmp_path):
     from test_integrations import VOCAB, hf_run
 
