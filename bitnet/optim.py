@@ -45,16 +45,17 @@ class OptimConfig:
                    eps=keys.number("eps", 0, None, "a positive number", low_open=True),
                    decay=keys.choice("decay", DECAY_SETS))
 
-    def build(self, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    def build(self, model: torch.nn.Module, device: torch.device, weight_decay: float = 0.0) -> torch.optim.Optimizer:
         """AdamW (decoupled decay) or Adam with coupled L2 (`adam_l2`: the gradient the moments see is
         grad + wd * w, as torch.optim.Adam(weight_decay=...)). `decay` picks the parameters that decay; the
-        schedule sets the decay group's weight_decay every step (fused on CUDA)."""
+        schedule sets the decay group's weight_decay every step (fused on CUDA); `weight_decay` is its value
+        until then (the first step's, so that the setup check sees the optimizer as it will train)."""
         named = list(model.named_parameters())
         decay = [p for n, p in named if decays(n, p, self.decay)]
         no_decay = [p for n, p in named if not decays(n, p, self.decay)]
         fused = device.type == "cuda"
         optimizer = torch.optim.Adam if self.name == "adam_l2" else torch.optim.AdamW
         return optimizer(
-            [{"params": decay, "weight_decay": 0.0, "decays": True},
+            [{"params": decay, "weight_decay": weight_decay, "decays": True},
              {"params": no_decay, "weight_decay": 0.0, "decays": False}],
             lr=0.0, betas=self.betas, eps=self.eps, fused=fused or None, foreach=None if fused else True)

@@ -36,6 +36,7 @@ from bitnet.metrics import effective_tokens, prediction_diversity
 from bitnet.phases import learning_phase
 from bitnet.records import (COMPLETED, CORE_COLUMNS, METRICS_FILE, RUNNING, MetricsCSV, switch_steps,
                             write_record)
+from bitnet.setup_check import Finding, check_setup, peak_lr, report  # noqa: F401 - bitnet.probe.check_setup is public
 
 if TYPE_CHECKING:
     from bitnet.loggers import LoggerConfig
@@ -172,13 +173,17 @@ class Probe:
                 is dropped with a warning, metrics.csv goes on
     params      parameter counts {"total", "embedding", "non_embedding"}; default: the model's total alone
     forward, autocast   how to run the model (see `evaluate`)
+    optimizer   the training optimizer, optional: the setup check (bitnet.setup_check.check_setup) runs once at
+                the first measurement, on the model and this optimizer (model-only rules without it), prints
+                each finding with `emit` and records them in run.json under "setup_findings" (null when
+                not checked); setup_check=False turns it off
     """
 
     def __init__(self, out_dir, val_ids, *, positions: int = 4096, seq_len: int = 256, batch_size: int = 16,
                  train_ids=None, vocab_size: int | None = None, labels: dict | None = None,
                  config: dict | None = None, settings: dict | None = None, params: dict | None = None,
                  forward=None, autocast=contextlib.nullcontext, source: str = "bitnet.probe",
-                 logger: LoggerConfig | str | None = None):
+                 logger: LoggerConfig | str | None = None, optimizer=None, setup_check: bool = True, emit=print):
         self.out_dir = Path(out_dir)
         self.eval_set = make_eval_set(torch.as_tensor(val_ids, dtype=torch.long).flatten(), positions, seq_len)
         self.batch_size, self.forward, self.autocast, self.source = batch_size, forward, autocast, source
@@ -189,6 +194,8 @@ class Probe:
             self.unigram_entropy = unigram_entropy(train_ids, vocab_size or 0)
         self.labels, self.config, self.settings = dict(labels or {}), dict(config or {}), settings
         self.params = params
+        self.optimizer, self.emit = optimizer, emit
+        self.setup_pending, self.setup_findings = setup_check, None
         self.step = None
         self._csv = None
         self.logger, self._trackers = logger, None
@@ -218,6 +225,14 @@ class Probe:
         """The row of `model` at `step`, not written yet (`write` appends it)."""
         if self.params is None and isinstance(model, torch.nn.Module):
             self.params = {"total": sum(p.numel() for p in model.parameters())}
+        if self.setup_pending and isinstance(model, torch.nn.Module):
+            self.setup_pending = False
+            width = self.labels.get("hidden", self.config.get("hidden"))
+            # The optimizer's own peak first (a Trainer given its own optimizer does not use its learning_rate)
+            lr = (peak_lr(self.optimizer) if self.optimizer is not None else None) or (
+                self.config.get("lr") or {}).get("peak")
+            findings = check_setup(model, self.optimizer, lr=lr, width=width if isinstance(width, int) else None)
+            self.setup_findings = report(findings, self.emit)
         metrics = evaluate(model, self.eval_set, forward=self._forward(model), autocast=self.autocast,
                            batch_size=self.batch_size, unigram_entropy=self.unigram_entropy)
         groups = parameter_group_rms(model) if isinstance(model, torch.nn.Module) else {}
@@ -263,7 +278,7 @@ class Probe:
             "switch_steps": switch_steps(self.config), "labels": self.labels, "source": self.source,
             "versions": versions(),
             "metrics_csv": METRICS_FILE, "config": self._known_config(), "settings": self.settings,
-            **extra}
+            "setup_findings": self.setup_findings, **extra}
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_record(self.out_dir, record)
         return record

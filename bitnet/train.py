@@ -29,6 +29,7 @@ from bitnet.diagnostics import (LAYER_COLUMNS, WeightTracker, generation_prompts
 from bitnet.loggers import start_trackers
 from bitnet.probe import METRIC_COLUMNS, evaluate, measurement_facts, versions
 from bitnet.quant import drop_latent_weights
+from bitnet.setup_check import check_setup, report
 from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
                             METRICS_FILE, RUNNING, MetricsCSV, atomic_file, deferred_signals, finished_step,
                             point_lock, read_record, remove_stale_temporaries, write_record)
@@ -114,6 +115,8 @@ class Run:
         self.corpus = config.data.load(log=log.info)
         self.eval_set = make_eval_set(self.corpus.val_ids, config.eval.positions, config.data.seq_len)
         self.build_training(device, self.corpus.vocab_size, self.corpus.train_ids)
+        self.setup_findings = report(check_setup(self.model, self.optimizer, lr=config.lr.peak,
+                                                 width=config.model.hidden), log.warning)
         self.unigram_entropy = unigram_entropy(self.corpus.train_ids, self.corpus.vocab_size)
         self.weights = WeightTracker(self.model.bitlinear_layers())
         self.grad_norm = None
@@ -131,7 +134,7 @@ class Run:
         self.model = config.model.build(vocab_size).to(device)
         self.counts = self.model.parameter_counts()
         self.forward = torch.compile(self.model) if config.compile else self.model
-        self.optimizer = config.optim.build(self.model, device)
+        self.optimizer = config.optim.build(self.model, device, weight_decay=config.wd(0))
         self.lr, self.wd = config.lr, config.wd
         self.sampler = BatchSampler(train_ids, config.train.batch_size, config.data.seq_len, seed=config.seed)
 
@@ -144,7 +147,8 @@ class Run:
             "switch_steps": self.config.switch_steps,
             "device": str(self.device), "cpu_threads": torch.get_num_threads() if self.device.type == "cpu" else None,
             "elapsed_s": round(self.elapsed, 2), "config_fingerprint": self.fingerprint,
-            "versions": versions(), "metrics_csv": METRICS_FILE, "config": self.config.resolved, **extra}
+            "versions": versions(), "metrics_csv": METRICS_FILE, "config": self.config.resolved,
+            "setup_findings": getattr(self, "setup_findings", None), **extra}
         write_record(self.out_dir, record)
         self.status = status
         return record

@@ -27,7 +27,8 @@ def tokens():
     return ids[:10000], ids[10000:]
 
 
-def hf_run(out, hidden: int, train_ids, val_ids, steps: int = 6):
+def hf_run(out, hidden: int, train_ids, val_ids, steps: int = 6, optimizer=None):
+    """`optimizer(model)` makes the optimizer passed through Trainer(optimizers=...); default: the Trainer's."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
     from bitnet.integrations.hf import DiversityCallback
@@ -43,7 +44,8 @@ def hf_run(out, hidden: int, train_ids, val_ids, steps: int = 6):
         disable_tqdm=True)
     callback = DiversityCallback(out / f"h{hidden}", val_ids, positions=POSITIONS, seq_len=SEQ, train_ids=train_ids,
                                  labels={"hidden": hidden})
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback])
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback],
+                                   optimizers=(optimizer(model) if optimizer else None, None))
     trainer.train()
     return model, trainer
 
@@ -71,6 +73,7 @@ def test_hf_trainer_callback_writes_a_folder_the_analysis_reads(tokens, tmp_path
     assert record["eval_positions"] == POSITIONS and record["config"]["lr"]["peak"] == 3e-3
     assert record["config"]["train"]["steps"] == 6 and record["config"]["model"]["layers"] == 1
     assert record["settings"]["training_args"]["learning_rate"] == 3e-3
+    assert record["setup_findings"] == []  # the Trainer's AdamW spares biases and LayerNorm gains
 
     sweep = load_sweeps([folder, tmp_path / "h48"])
     assert sweep.swept == ["hidden"] and list(sweep.points.point) == ["hidden=32", "hidden=48"]
@@ -123,6 +126,8 @@ def test_lightning_callback_writes_a_folder_the_analysis_reads(tokens, tmp_path)
     record = json.loads((tmp_path / "lit" / "run.json").read_text())
     assert record["status"] == "completed" and record["config"]["train"]["steps"] == 5
     assert record["settings"]["hparams"] == {"hidden": 16} and record["vocab_size"] == VOCAB
+    # AdamW on every parameter of a model without norms: only its LR, 1e-2 at width 16, is far above the recipe's.
+    assert [f["rule"] for f in record["setup_findings"]] == ["lr_above_recipe"]
 
     out = tmp_path / "analysis"
     result = tables_cli(tmp_path / "lit", "--no-plots", "--out", out)

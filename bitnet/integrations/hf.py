@@ -8,7 +8,8 @@ Rows at step 0, every `every` optimizer steps (default: args.logging_steps, so t
 Trainer's logged training loss of the steps since the previous row) and at the last step. `lr`, `wd` and
 `grad_norm` are those of the last update before the row. run.json holds what the Trainer and the model config
 say (learning rate, weight decay, steps, batch size, width, depth, vocabulary) under bitnet's config keys, and
-both verbatim under `settings`.
+both verbatim under `settings`. The setup check (bitnet.setup_check) runs on the model and the Trainer's optimizer
+at the first row: each finding is printed once and recorded in run.json under "setup_findings".
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class DiversityCallback(TrainerCallback):
                            config=merged(_known_config(args, state, model), options.pop("config", {})),
                            settings={"training_args": args.to_dict(),
                                      "model_config": model_config.to_dict() if model_config is not None else None},
-                           **options)
+                           optimizer=optimizer, **options)
         self.started, self.last_logged = time.perf_counter(), state.global_step
         self._capture(optimizer)
         self.probe.write(self._measure(model, state.global_step))

@@ -8,7 +8,9 @@
 Rows at step 0, every `every` optimizer steps and at the last step. The LightningModule is called with a
 (batch, seq) tensor of token ids and must return logits, (logits, hidden) or an object with `.logits`; pass
 `forward=` (see bitnet.probe.Probe) when it needs something else. `loss` is the mean of the losses returned by
-`training_step` since the previous row; `lr` and `wd` are the first optimizer's at the last update.
+`training_step` since the previous row; `lr` and `wd` are the first optimizer's at the last update. The setup check
+(bitnet.setup_check) runs on the module and the first optimizer at the first row: each finding is printed once
+and recorded in run.json under "setup_findings".
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class DiversityCallback(Callback):
                            config=merged(known, options.pop("config", {})),
                            settings={"hparams": dict(pl_module.hparams), "precision": str(trainer.precision),
                                      "accumulate_grad_batches": trainer.accumulate_grad_batches},
-                           **options)
+                           optimizer=trainer.optimizers[0] if trainer.optimizers else None, **options)
         self.started = time.perf_counter()
         self._capture(trainer)
         self._row(trainer, pl_module)
