@@ -59,8 +59,12 @@ def _legend(ax, columns: int = 3) -> None:
     run folders (keys, values, point names): escaped, so that a `$` in one is drawn, not parsed as mathtext."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(handles, [untrusted(label, "plot") for label in labels], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14),
-                  ncols=min(columns, len(handles)), frameon=False)
+        # as many columns as fit the figure's width (about 16 characters an inch at this size, 6 for the marker),
+        # so that long cell labels never squeeze the axes into a strip
+        width = ax.figure.get_figwidth() * 16
+        fits = max(1, int(width // (max(len(label) for label in labels) + 6)))
+        ax.legend(handles, [untrusted(label, "plot") for label in labels], fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.14), ncols=min(columns, fits, len(handles)), frameon=False)
 
 
 def _curves(sweep: Sweep, keys: list[str]):
