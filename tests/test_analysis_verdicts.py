@@ -245,7 +245,11 @@ def test_a_real_tiny_run_goes_through_the_phases_without_the_signature(tmp_path)
     assert tables["trajectory"][0].final[0] == f"{csv.unique_tokens.iloc[-1]}, contextual"
     assert tables["collapse"][0]["final phase"][0] == CONTEXTUAL
     signature = tables["signature"][1].iloc[0]
-    assert signature.signature == "no 1/1" and signature.signature_stalled == "no 1/1"
+    assert signature.signature == "no 1/1"
+    # whether this machine's run dips to <= 5 tokens before the switch varies with the CPU's arithmetic: with a
+    # plateau its loss is shown to fall (stalled "no"); without one there is nothing to call stalled
+    plateau = signature.signature_plateau == "yes 1/1"
+    assert signature.signature_stalled == ("no 1/1" if plateau else "unknown 1/1")
     out = tmp_path / "out"
     text = tables_cli(sweep_dir, "--no-plots", "--out", out).stdout
     assert "Learning phase: phase from eval loss" in text and ", contextual" in text
@@ -408,4 +412,5 @@ def test_a_preset_sweep_lists_a_point_that_vanished(tmp_path):
     shutil.rmtree(sweep_dir / "hidden=64")
     tables, params = build_tables(load_sweeps(sweep_dir), collapse_steps=(10, 10))
     assert tables["points"][1].status.tolist() == ["completed", "missing"]
-    assert tables["decision"][0].meaning[0] == "undecided: waiting for 64 (missing)"
+    # 10 steps are also too short to class the point that is there: the decision says both
+    assert tables["decision"][0].meaning[0].startswith("undecided: waiting for 64 (missing)")
