@@ -163,7 +163,7 @@ def test_help_and_tab_completion(installed):
     # what bash asks when the user presses tab after `bitnet +swe`, and after `bitnet +sweep=sc`
     groups = run(installed, "bitnet", "-sc", "query=bash", env={"COMP_LINE": "bitnet +swe"}).stdout.split()
     assert "+sweep=" in groups
-    presets = run(installed, "bitnet", "-sc", "query=bash", env={"COMP_LINE": "bitnet +sweep=sc"}).stdout.split()
+    presets = run(installed, "bitnet", "-sc", "query=bash", env={"COMP_LINE": "bitnet +sweep=scal"}).stdout.split()
     assert presets == ["+sweep=scaling"]
 
 
