@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import io
 import json
 import math
 import re
@@ -215,24 +214,45 @@ def read_metrics(path: Path, warn=None) -> pd.DataFrame:
         if columns > MAX_COLUMNS:
             counted = f"{columns}" if header.endswith("\n") else f"at least {columns}"
             raise NotASweep(f"{path}: {counted} columns in its header; a metrics.csv has at most {MAX_COLUMNS}")
+    if not Path(path).exists():
+        return tidy_metrics(pd.DataFrame())
+    # Parsed straight from the file, never held as text (a 200 MB metrics.csv read whole, split into lines and
+    # copied took 5 GB): whether the last line is torn is told by its last bytes and the header alone.
+    torn = _torn_last_line(path)
+    if torn is not None and warn:
+        warn(f"{path}: last line {torn!r} is torn (cut off mid-write), dropped")
     try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        text = ""
-    lines = text.splitlines()
-    if len(lines) > 1 and (not text.endswith("\n") or lines[-1].count(",") < lines[0].count(",")):
-        if warn:
-            warn(f"{path}: last line {lines[-1]!r} is torn (cut off mid-write), dropped")
-        text = "\n".join(lines[:-1]) + "\n"
-    try:
-        frame = pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
+        frame = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame()
     except pd.errors.ParserError as err:  # rows wider than the header, e.g. columns added on a resumed run
         if warn:
             warn(f"{path}: rows that do not fit the header were skipped ({str(err).strip()})")
-        frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
+        frame = pd.read_csv(path, on_bad_lines="skip")
+    if torn is not None and len(frame):
+        frame = frame.iloc[:-1]
     return tidy_metrics(frame)
+
+
+def _torn_last_line(path: Path, tail: int = 65536) -> str | None:
+    """The last line when a kill mid-write cut it (no newline at the end, or fewer fields than the header),
+    else None. Reads the header and the file's last `tail` bytes only."""
+    with open(path, "rb") as handle:
+        header = handle.readline()
+        handle.seek(0, 2)
+        size = handle.tell()
+        if size <= len(header):  # the header alone (or less): nothing to drop
+            return None
+        handle.seek(max(len(header), size - tail))
+        end = handle.read()
+    text = end.decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    if not lines:
+        return None
+    last = lines[-1]
+    if not text.endswith("\n") or last.count(",") < header.decode("utf-8", errors="replace").count(","):
+        return last
+    return None
 
 
 def tidy_metrics(frame: pd.DataFrame) -> pd.DataFrame:
