@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import signal
 import struct
 import subprocess
@@ -303,8 +304,10 @@ def test_a_resumed_run_goes_on_in_the_same_tracker_run(tmp_path, monkeypatch, na
         assert_series(sorted(latest.items()), csv_series(tmp_path)["eval_loss"], name)
     else:  # offline W&B writes each attempt to its own folder under the same run id; `wandb sync` joins them
         assert first["run_id"] == second["run_id"] and first["dir"] != second["dir"]
-        assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*")) == [
-            first["run_id"]] * 2
+        # offline-run-<date>_<time>-<id>; W&B adds "-1" to the second folder when both attempts start in one second
+        folders = [re.fullmatch(r"offline-run-\d{8}_\d{6}-([^-]+)(-\d+)?", p.name)
+                   for p in (tmp_path / "wandb").glob("offline-run-*")]
+        assert all(folders) and sorted(m.group(1) for m in folders) == [first["run_id"]] * 2
 
 
 # ---- a tracker that fails ----------------------------------------------------------------------------------
