@@ -372,6 +372,13 @@ def run_notebook(sweep_dir: Path, figures: Path, monkeypatch) -> list:
 
 def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, tmp_path, monkeypatch):
     outputs = run_notebook(tiny_sweep, tmp_path, monkeypatch)
+    # the notebook renders the Analysis the tables command and the report render: the same text, table by table
+    from analysis.render import table_markdown
+
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    analysis = analyse(load_sweeps(tiny_sweep))
+    for name in ("results", "trajectory", "interventions", "decision", "diagnostics"):
+        assert table_markdown(name, analysis, phase_above=False) in printed, name
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # tokens, loss, collapse ratio, diagnostics
     assert sorted(p.name for p in tmp_path.iterdir()) == ["collapse_ratio.png", "diagnostics.png", "loss.png",
                                                           "tokens.png"]
