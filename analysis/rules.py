@@ -319,10 +319,10 @@ def undecided_because(groups: list[dict], key: str) -> str:
 
 
 def decide_scaling(sizes: list[dict], rules: Rules, varied=("lr",), size_key: str = "hidden") -> dict:
-    """sizes: [{<size_key>: the size, tokens (mean over seeds, NaN when no point has it), seeds (n with a value), waiting
-    (["failed", "running"...] of the size's points without a value), short (too-short reasons, optional), values
-    (each seed's tokens, optional)}] in size order; `varied`: the sweep's keys, since advice about the LR
-    comes only from a sweep that varies it. Seeds of one size in different bands (`band`) leave it
+    """sizes: [{<size_key>: the size, tokens (mean over seeds, NaN when no point has it), seeds (n with a
+    value), waiting (["failed", "running"...] of the size's points without a value), short (too-short reasons,
+    optional), values (each seed's tokens, optional)}] in size order; `varied`: the sweep's keys, since advice
+    about the LR comes only from a sweep that varies it. Seeds of one size in different bands (`band`) leave it
     undecided: a class is never read off their mean. Returns {outcome, pattern, meaning, flags}."""
     unjudged = undecided_because(sizes, size_key)
     if unjudged:
@@ -360,7 +360,8 @@ def decide_scaling(sizes: list[dict], rules: Rules, varied=("lr",), size_key: st
         below = [t for h, t in zip(values, tokens) if h < x]
         if all(rules.collapsed(t) for t in below):
             return {"outcome": "A", "pattern": f"monotonic, threshold at {_num(x)}", "flags": "; ".join(flags),
-                    "meaning": f"scaling fixes it: {size_key} ≥ {_num(x)} stays diverse, every smaller size collapses"}
+                    "meaning": f"scaling fixes it: {size_key} ≥ {_num(x)} stays diverse, every smaller size "
+                               f"collapses"}
         return {"outcome": "C", "pattern": "gradual", "flags": "; ".join(flags),
                 "meaning": f"mixed: tokens rise with size without a sharp threshold ({size_key} ≥ {_num(x)} diverse, "
                            f"smaller sizes in between){_advice(varied, 'combine a larger model with a reduced LR')}"}

@@ -8,7 +8,8 @@
   trajectory    per cell: first collapse, minimum, recovery factor, loss during the collapse, trajectory class
   interventions one row per arm of a sweep over anything but size: trajectory, minimum, final tokens and phase
   signature     per cell: the investigation's collapse signature (yes / partial / no, k/n seeds) and its parts
-  decision      over sizes (--size-key, default hidden): A scaling fixes it, B no threshold, C mixed, or undecided (what it waits for)
+  decision      over sizes (--size-key, default hidden): A scaling fixes it, B no threshold, C mixed, or
+                undecided (what it waits for)
   factorial     LR switch x WD switch: main effects and interaction on final tokens and eval loss
   diagnostics   the collapse diagnostics at each point's deepest collapse and final evaluation, with a verdict
   effects       two-level factorial (each swept key two values): main effects and two-way interactions on the

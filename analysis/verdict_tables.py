@@ -1,6 +1,6 @@
 """The verdict tables: per-cell collapse trajectory, one row per intervention arm with its summary, the
-collapse signature, and the scaling decision over sizes (the --size-key, hidden by default). Each one's rule is in analysis.rules and is
-printed above it (the notes of analysis.core.analyse)."""
+collapse signature, and the scaling decision over sizes (the values of --size-key, hidden by default). Each
+one's rule is in analysis.rules and is printed above it (the notes of analysis.core.analyse)."""
 
 from __future__ import annotations
 
