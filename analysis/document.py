@@ -282,11 +282,11 @@ class Paths:
 
 
 def section_figures(section: Section) -> list[tuple[str, object]]:
-    """[(plot name, Figure or the path of a PNG to copy)]: the PNGs the tables command wrote into the section's
-    analysis/ folder when they were drawn from this very Analysis (one folder per section), else new figures."""
+    """[(plot name, Figure or the path of a PNG to copy)]: the PNGs the tables command wrote into its default
+    folder (the first folder's analysis/) when they were drawn from this very Analysis, else new figures."""
     from analysis.plots import drawn_plots, figures
 
-    drawn = drawn_plots(section.analysis, section.folders[0] / "analysis") if len(section.folders) == 1 else None
+    drawn = drawn_plots(section.analysis, section.folders[0] / "analysis")
     return [(p.name, p) for p in drawn] if drawn else figures(section.analysis)
 
 

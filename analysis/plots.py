@@ -327,6 +327,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 # Beside the PNGs save_plots writes: what they were drawn from, so that the report can reuse them (drawn_plots).
 PLOTS_RECORD = "plots.json"
+FIGURE_NAMES = ("tokens.png", "loss.png", "collapse_ratio.png", "diagnostics.png", "mechanism.png", "phase_map.png")
 
 
 def fingerprint(a: Analysis) -> str:
@@ -352,12 +353,17 @@ def save_plots(a: Analysis, out: Path) -> list[Path]:
 
 def drawn_plots(a: Analysis, folder: Path) -> list[Path] | None:
     """The PNGs save_plots wrote into `folder` for this very Analysis (same fingerprint), or None when there are
-    none or they were drawn from other data or options: the report copies them instead of drawing again."""
+    none or they were drawn from other data or options: the report copies them instead of drawing again. The
+    record sits in a results folder, so it is untrusted: only figure names this module draws, plain files in
+    `folder` (no link that could copy some other file into the report)."""
     try:
         record = json.loads((Path(folder) / PLOTS_RECORD).read_text())
-        files = [Path(folder) / str(name) for name in record["files"]]
+        names = [str(name) for name in record["files"]]
+        recorded = record["fingerprint"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if record.get("fingerprint") != fingerprint(a) or not all(p.is_file() and p.parent == Path(folder) for p in files):
+    files = [Path(folder) / name for name in names]
+    if not names or not all(name in FIGURE_NAMES for name in names) \
+            or not all(p.is_file() and not p.is_symlink() for p in files) or recorded != fingerprint(a):
         return None
     return files

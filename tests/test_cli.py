@@ -198,6 +198,15 @@ def test_the_report_copies_the_figures_the_tables_command_drew(tmp_path, monkeyp
     assert document.main([str(sweep), "--out", str(tmp_path / "report")]) == 0
     for png in drawn:
         assert (tmp_path / "report" / "report_figures" / f"seed004_sweep-{png.name}").read_bytes() == png.read_bytes()
+    # a record naming a file that is no figure of ours (or a link) is not followed
+    record = sweep / "analysis" / plots.PLOTS_RECORD
+    kept = record.read_text()
+    record.write_text(kept.replace('"tokens.png"', '"../../secret.png"'))
+    assert plots.drawn_plots(analyse(sweep), sweep / "analysis") is None
+    record.write_text(kept)
+    (sweep / "analysis" / "loss.png").unlink()
+    (sweep / "analysis" / "loss.png").symlink_to(tmp_path / "report" / "report.md")
+    assert plots.drawn_plots(analyse(sweep), sweep / "analysis") is None
     # other data than the figures were drawn from: drawn anew
     metrics = next(sweep.glob("*/metrics.csv"))
     lines = metrics.read_text().splitlines()
