@@ -337,8 +337,12 @@ def fingerprint(a: Analysis) -> str:
 
     digest = hashlib.sha256()
     for frame in (a.sweep.frame, a.points):
-        digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
-        digest.update(repr(list(frame.columns)).encode())
+        for column in frame.columns:  # numbers hashed as they are, anything else as its text
+            values = frame[column]
+            numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+            digest.update(repr(column).encode())
+            digest.update(pd.util.hash_pandas_object(values if numeric else values.astype(str), index=False)
+                          .to_numpy().tobytes())
     digest.update(repr((a.keys, a.early, a.late, a.rules, a.size_key, MAX_LINES, matplotlib.__version__)).encode())
     return digest.hexdigest()
 
