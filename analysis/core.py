@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.cells import CLIPPED_NOTE
+from analysis.cells import CLIPPED_NOTE, cells
 from analysis.factorial import NotFactorial, effects_table
 from analysis.fmt import step_label, untrusted
 from analysis.foreign import Labelling
@@ -71,6 +71,12 @@ class Analysis:
     def points(self) -> pd.DataFrame:
         """Every grid point with its status (missing, running, failed... listed, never dropped)."""
         return self.sweep.points
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        """One row per cell (points that differ only in their seed): its keys' values, `n` (its points) and
+        their statuses, in the order the tables list the cells."""
+        return cells(self.per_point, self.keys, [])
 
     @property
     def warnings(self) -> list[str]:

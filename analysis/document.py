@@ -56,7 +56,7 @@ PARTS = ["setup", "points", "verdicts", "plots", "tables"]
 PART_TITLES = {"setup": "What was run", "points": "Points", "verdicts": "Verdicts", "plots": "Plots",
                "tables": "Tables"}
 PLOT_TEXT = {"tokens.png": "unique predicted tokens vs step", "loss.png": "training and held-out loss vs step",
-             "collapse_ratio.png": "collapse ratio vs hidden size", "diagnostics.png": "collapse diagnostics vs step",
+             "collapse_ratio.png": "collapse ratio vs {size} size", "diagnostics.png": "collapse diagnostics vs step",
              "mechanism.png": "parameter-group RMS and logit scale vs step",
              "phase_map.png": "phase map: plateau share of stage 1 per axis value, by plateau phase, with the release"}
 BEGIN = re.compile(r"^<!-- generated: (?P<args>.*?) -->\s*$")
@@ -319,7 +319,7 @@ def section_markdown(section: Section, parts: list[str], level: int, heading: bo
             for name, fig in section_figures(section):
                 path = figure_dir / f"{section.slug}-{name}"
                 pngs.append((path, fig))
-                text += f"![{PLOT_TEXT[name]}]({paths.show(path)})\n\n"
+                text += f"![{PLOT_TEXT[name].format(size=untrusted(a.size_key))}]({paths.show(path)})\n\n"
             text = text.rstrip("\n") + "\n"
         elif part == "tables":
             text += "\n\n".join(rule_lines(a)) + "\n"

@@ -124,6 +124,7 @@ def test_the_size_axis_is_an_option(copies, tmp_path):
     from analysis.plots import plot_collapse
 
     by_hidden = analyse(copies)
+    assert list(by_hidden.cells.columns) == ["hidden", "lr.peak", "n", "status"] and len(by_hidden.cells) == 10
     assert "tokens by hidden" in by_hidden.tables["decision"][1]
     peaks = [5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3]
     assert list(by_hidden.tables["decision"][1]["lr.peak"]) == peaks  # one decision per LR, over the sizes
