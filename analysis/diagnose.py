@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis.fmt import untrusted
 from analysis.foreign import ForeignCSVError, add_foreign_arguments, labelling_from
-from analysis.load import NotASweep, Sweep, load_sweeps, read_document
+from analysis.load import MISSING, NO_RECORD, NotASweep, Sweep, load_sweeps, read_document
 from analysis.measures import point_curves, switch_events
 from analysis.patterns import HEALTHY_KIND, PATHOLOGY, RELEASED, Pattern, classify
 from analysis.report import RULE_OPTIONS, _check_rules
@@ -33,6 +33,7 @@ from bitnet.setup_check import ERROR, FIX_GROUPS, check_recorded
 
 EVIDENCE_FILE = Path(__file__).with_name("diagnose_evidence.json")
 FINDINGS = "docs/findings.md"
+NOTHING_TO_DIAGNOSE = (MISSING, NO_RECORD)
 # columns of the evidence rows, in the order printed: (metrics.csv column, header)
 EVIDENCE_COLUMNS = [("step", "step"), ("loss", "loss"), ("eval_loss", "eval loss"), ("unique_tokens", "tokens"),
                     ("phase", "phase"), ("top1_share", "top-1 share"), ("lr", "lr"), ("wd", "wd")]
@@ -147,7 +148,8 @@ class Diagnosis:
 
     def summary(self) -> str:
         causes = ", ".join(c.cause.key for c in self.causes)
-        return (f"{untrusted(self.run, 'text')}: {self.pattern.name} ({self.kind})"
+        status = "" if self.status == "completed" else f", run {untrusted(self.status, 'text')}"
+        return (f"{untrusted(self.run, 'text')}: {self.pattern.name} ({self.kind}{status})"
                 + (f"; likely cause: {causes}" if causes else ""))
 
     def as_dict(self, evidence: dict) -> dict:
@@ -254,11 +256,17 @@ def run_name(folder: str) -> str:
         return str(path)
 
 
+def not_diagnosed(sweep: Sweep) -> list[str]:
+    """The grid points with nothing to diagnose: never started (missing) or no run.json yet."""
+    points = sweep.points[sweep.points.status.isin(NOTHING_TO_DIAGNOSE)]
+    return [f"{run_name(folder)}: {status}" for folder, status in zip(points.folder, points.status)]
+
+
 def diagnose_sweep(sweep: Sweep, rules: Rules, evidence: dict) -> list[Diagnosis]:
     curves = point_curves(sweep, rules)
     out = []
     for _, point in sweep.points.iterrows():
-        if point["status"] in ("missing", "no_record"):
+        if point["status"] in NOTHING_TO_DIAGNOSE:
             continue
         curve = curves[(point["sweep"], point["point"])]
         loss_column = next((c for c in ("eval_loss", "loss") if c in curve
@@ -369,17 +377,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def diagnose(paths, rules: Rules = Rules(), labelling=None, evidence: dict | None = None) -> list[Diagnosis]:
-    """The diagnoses of every run under `paths` (analysis.load.load_sweeps reads them)."""
+def diagnose(paths, rules: Rules = Rules(), labelling=None, evidence: dict | None = None
+             ) -> tuple[list[Diagnosis], list[str]]:
+    """The diagnoses of every run under `paths` (analysis.load.load_sweeps reads them), and the grid points with
+    nothing to diagnose (`not_diagnosed`)."""
     evidence = load_evidence() if evidence is None else evidence
-    return diagnose_sweep(load_sweeps(paths, labelling=labelling), rules, evidence)
+    sweep = load_sweeps(paths, labelling=labelling)
+    return diagnose_sweep(sweep, rules, evidence), not_diagnosed(sweep)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         rules = _check_rules(args)
-        results = diagnose(args.paths, rules, labelling_from(args))
+        results, skipped = diagnose(args.paths, rules, labelling_from(args))
     except (NotASweep, ForeignCSVError, ValueError) as err:
         print(f"bitnet-diagnose: error: {err}", file=sys.stderr)
         return 2
@@ -389,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     evidence = load_evidence()
     if args.json:
-        print(json.dumps({"runs": [d.as_dict(evidence) for d in results],
+        print(json.dumps({"runs": [d.as_dict(evidence) for d in results], "not_diagnosed": skipped,
                           "exit_status": int(any(d.kind == PATHOLOGY for d in results))}, indent=2, default=str))
     else:
         shown = set()
@@ -397,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsummary:")
         for d in results:
             print(f"  {d.summary()}")
+        for line in skipped:
+            print(f"  {untrusted(line, 'text')} (nothing to diagnose)")
     return 1 if any(d.kind == PATHOLOGY for d in results) else 0
 
 

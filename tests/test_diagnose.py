@@ -192,3 +192,13 @@ def test_a_label_from_a_run_folder_cannot_restyle_the_terminal(tmp_path, capsys)
     assert dg.main([str(run)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "run?[2Jx" in out
+
+
+def test_a_sweep_caught_part_way(capsys):
+    """partial_sweep: 768 failed at 2k, 1024 still running at 3k, 1536 never started, 2048 diverged."""
+    assert dg.main([str(FIXTURES / "partial_sweep")]) == 1
+    summary = capsys.readouterr().out.split("summary:\n")[1].splitlines()
+    assert "partial_sweep/hidden=768: healthy (healthy, run failed)" in summary[2]
+    assert "partial_sweep/hidden=1024: lasting few-token plateau (pathology, run running)" in summary[3]
+    assert "partial_sweep/hidden=2048: diverged (pathology, run diverged)" in summary[4]
+    assert summary[5].endswith("partial_sweep/hidden=1536: missing (nothing to diagnose)")
