@@ -164,14 +164,14 @@ def main(cfg: DictConfig) -> str | None:
     except OSError as err:
         if err.errno not in DISK_FULL or hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # in a sweep: that point fails, the sweep reports it at the end
-        status = (read_record(out_dir) or {}).get("status")
+        status = getattr(read_record(out_dir), "status", None)
         recorded = (f"{out_dir} is recorded as {status}" if status == "failed" else
                     f"{out_dir}/run.json could not be updated either (it still says {status})")
         exit_with(f"error: {err.strerror} while writing {err.filename or out_dir}: {recorded}; free some space and "
                   f"run the same command again (it resumes from the last checkpoint)", 1)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: resumable, not an error
         name = signal_name(err)
-        step = (read_record(out_dir) or {}).get("step", 0)
+        step = getattr(read_record(out_dir), "step", None) or 0
         exit_with(f"interrupted by {name} at step {step}: {out_dir.resolve()} is recorded as interrupted; to resume "
                   f"from its last checkpoint, run: {resume_command(out_dir)}", 128 + signal.Signals[name].value)
     if record.get("busy"):

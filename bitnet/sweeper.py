@@ -41,12 +41,11 @@ from hydra.core.override_parser.types import ValueType
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict, read_write
 
-from bitnet.records import atomic_file, point_folder
+from bitnet.records import GRID_MANIFEST, RECORD_FILE, SWEEP_CONFIG, atomic_file, point_folder
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED = 10  # bad points printed one per line; the rest are counted
-GRID_MANIFEST = "grid.json"  # in the sweep folder: every point's overrides and folder, read by the analysis
 
 
 def _outside(subdir: str, sweep_dir: Path) -> str | None:
@@ -171,7 +170,7 @@ class ValidatingSweeper(BasicSweeper):
         parser = OverridesParser.create()
         new_names = {point_folder(get_overrides_dirname(parser.parse_overrides(list(point)), list(settings.exclude_keys),
                                                         settings.item_sep, settings.kv_sep)) for point in points}
-        old_names = sorted(p.parent.name for p in sweep_dir.glob("*/run.json"))
+        old_names = sorted(p.parent.name for p in sweep_dir.glob(f"*/{RECORD_FILE}"))
         renamed = [name for name in old_names if name not in new_names]
         if renamed:
             varying = ", ".join(sorted(self._varying_keys(points))) or "none"
@@ -228,7 +227,7 @@ class ValidatingSweeper(BasicSweeper):
         folders = self.point_folders(points, sweep_dir)
         self.warn_about_renamed_points(points, sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, sweep_dir / SWEEP_CONFIG)
         self.write_grid_manifest(folders, sweep_dir)
 
         returns: List[Sequence[JobReturn]] = []
