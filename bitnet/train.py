@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from bitnet.config import RunConfig, config_fingerprint
-from bitnet.data import BatchSampler, make_eval_set
+from bitnet.data import BatchSampler, Corpus, make_eval_set
 from bitnet.devices import assign_device, cpu_threads
 from bitnet.diagnostics import (WeightTracker, generation_prompts, generation_report, parameter_group_rms,
                                 unigram_entropy)
@@ -94,8 +94,11 @@ def autocast_for(device: torch.device, precision: str):
 class Run:
     """One grid point. `run()` trains it (or resumes it, or skips it when it already finished)."""
 
-    def __init__(self, config: RunConfig | DictConfig, out_dir: Path):
+    def __init__(self, config: RunConfig | DictConfig, out_dir: Path, corpus: Corpus | None = None):
+        """`config`: the validated RunConfig (bitnet.validate.validate_job), or a composed config to build it
+        from; `corpus`: its corpus when the validation loaded it already."""
         self.config = config if isinstance(config, RunConfig) else RunConfig.from_config(config)
+        self.given_corpus = corpus
         self.out_dir = Path(out_dir)
         self.csv_path = self.out_dir / METRICS_FILE
         self.layers_path = self.out_dir / LAYERS_FILE
@@ -112,7 +115,7 @@ class Run:
         device = resolve_device(config.device)
         if device.type == "cpu":
             torch.set_num_threads(cpu_threads(config.threads))
-        self.corpus = config.data.load(log=log.info)
+        self.corpus = self.given_corpus or config.data.load(log=log.info)
         self.eval_set = make_eval_set(self.corpus.val_ids, config.eval.positions, config.data.seq_len)
         self.build_training(device, self.corpus.vocab_size, self.corpus.train_ids)
         self.setup_findings = report(check_setup(self.model, self.optimizer, lr=config.lr.peak,
