@@ -43,11 +43,14 @@ from bitnet.records import (CONFIG_FILE, CORE_COLUMNS, FINISHED_STATUSES, GRID_M
 MISSING = "missing"      # in grid.json, no folder on disk
 NO_RECORD = "no_record"  # folder made by Hydra, but no run.json (starting, or rejected before training: see run.log)
 # Resolved config values worth a column even when not swept: they tell cells apart when several sweeps are
-# loaded together and they label the switches.
+# loaded together and they label the switches. Where a schedule switches is not among them: that is the
+# recorded lr_switch / wd_switch (run.json's switch_steps), not the `switch_step` key, which is null for the
+# midpoint.
 CONFIG_COLUMNS = ["hidden", "seed", "model.layers", "model.n_heads", "model.quant", "model.quantize_head",
-                  "lr.name", "lr.peak", "lr.switch_step", "lr.stage2_peak", "wd.name", "wd.value",
-                  "wd.switch_step", "wd.stage2_value", "train.steps", "train.batch_size", "train.label_smoothing",
-                  "train.grad_clip", "data.name", "data.vocab_size", "data.seq_len"]
+                  "lr.name", "lr.peak", "lr.stage2_peak", "wd.name", "wd.value", "wd.stage2_value", "train.steps",
+                  "train.batch_size", "train.label_smoothing", "train.grad_clip", "data.name", "data.vocab_size",
+                  "data.seq_len"]
+# What run.json states about each point (bitnet.records.RunRecord).
 RECORD_COLUMNS = ["params_total", "params_non_embedding", "eval_positions", "eval_unique_targets", "unigram_entropy",
                   "ln_vocab", "lr_switch", "wd_switch", "last_step", "total_steps", "error"]
 
