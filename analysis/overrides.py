@@ -85,30 +85,31 @@ class _Reader:
                                                                     self.peek() == "," else ""))
         return value
 
-    def sequence(self) -> list:
-        self.at += 1  # [
-        items = []
+    def entries(self, close: str, entry) -> None:
+        """`[...]` or `{...}`: comma-separated entries up to `close`, each read by `entry()`."""
+        self.at += 1  # the opening bracket
         self.skip_spaces()
-        if self.peek() == "]":
+        if self.peek() == close:
             self.at += 1
-            return items
+            return
         while True:
-            items.append(self.element(stops=",]"))
-            closing = self.peek()
+            entry()
+            ending = self.peek()
             self.at += 1
-            if closing == "]":
-                return items
-            if closing != ",":
-                self.fail("a list that is not closed with ]")
+            if ending == close:
+                return
+            if ending != ",":
+                self.fail(f"a {'list' if close == ']' else 'dict'} that is not closed with {close}")
+
+    def sequence(self) -> list:
+        items = []
+        self.entries("]", lambda: items.append(self.element(stops=",]")))
+        return items
 
     def mapping(self) -> dict:
-        self.at += 1  # {
         items = {}
-        self.skip_spaces()
-        if self.peek() == "}":
-            self.at += 1
-            return items
-        while True:
+
+        def entry():
             end = self.text.find(":", self.at)
             if end < 0:
                 self.fail("a dict entry without `key: value`")
@@ -117,12 +118,9 @@ class _Reader:
                 self.fail(f"a dict key {key!r} that is not a plain name")
             self.at = end + 1
             items[key] = self.element(stops=",}")
-            closing = self.peek()
-            self.at += 1
-            if closing == "}":
-                return items
-            if closing != ",":
-                self.fail("a dict that is not closed with }")
+
+        self.entries("}", entry)
+        return items
 
     def quoted(self, quote: str) -> str:
         self.at += 1
