@@ -17,7 +17,8 @@ in four layers, in this order (the data before the resources, so the vocabulary 
    the disk where they go; estimated from the config's sizes, in microseconds.
 
 `python -m bitnet.run` prints the message as `error: <message>` and exits 2; the validating sweeper
-(bitnet.sweeper) checks every grid point of a `-m` sweep this way before launching any.
+(bitnet.sweeper) checks every grid point of a `-m` sweep this way before launching any. A job validates with
+`validate_job`, which also returns the corpus the data check loaded: the job trains that config and that corpus.
 """
 
 from __future__ import annotations
