@@ -23,12 +23,12 @@ import pandas as pd
 
 from analysis.fmt import untrusted
 from analysis.foreign import ForeignCSVError, add_foreign_arguments, labelling_from
-from analysis.load import MISSING, NO_RECORD, NotASweep, Sweep, load_sweeps, read_document
+from analysis.load import MISSING, NO_RECORD, NotASweep, Sweep, load_sweeps
 from analysis.measures import point_curves, switch_events
 from analysis.patterns import HEALTHY_KIND, PATHOLOGY, RELEASED, Pattern, classify
 from analysis.report import RULE_OPTIONS, _check_rules
 from analysis.rules import Rules
-from bitnet.records import FINISHED_STATUSES
+from bitnet.records import FINISHED_STATUSES, RECORD_FILE, RecordError, read_record
 from bitnet.setup_check import ERROR, FIX_GROUPS, check_recorded
 
 EVIDENCE_FILE = Path(__file__).with_name("diagnose_evidence.json")
@@ -176,21 +176,17 @@ def _number(value):
 def read_setup(folder: str) -> tuple[list[dict] | None, str]:
     """The setup check's findings for a run folder: recorded in run.json by the run, Probe or a callback; for a
     bitnet run recorded before the check existed, re-checked from its recorded config; else unknown, and why."""
-    record_path = Path(folder) / "run.json"
-    if not record_path.is_file():
+    if not (Path(folder) / RECORD_FILE).is_file():
         return None, "unknown: no run.json (CSV from other training code; run bitnet.probe.check_setup(model, " \
                      "optimizer) in that code to see it)"
     try:
-        record = read_document(record_path, json.loads, dict, "a JSON object")
-    except NotASweep as err:
+        record = read_record(Path(folder))
+    except RecordError as err:
         return None, f"unknown: {err}"
-    findings = record.get("setup_findings")
-    if isinstance(findings, list):
-        return [f for f in findings if isinstance(f, dict)], "recorded by the run"
-    if "setup_findings" in record:  # null: Probe without an optimizer
-        return None, "unknown: the run recorded no setup check (no optimizer was given to it)"
-    try:
-        return [f.as_dict() for f in check_recorded(record.get("config"))], \
+    if isinstance(record.setup_findings, list):
+        return [f for f in record.setup_findings if isinstance(f, dict)], "recorded by the run"
+    try:  # null: not checked (a record older than the check, or Probe without an optimizer)
+        return [f.as_dict() for f in check_recorded(record.config)], \
             "re-checked from the recorded config (the run predates the setup check)"
     except ValueError as err:
         return None, f"unknown: run.json has no setup check and its config cannot be re-checked ({err})"

@@ -202,3 +202,14 @@ def test_a_sweep_caught_part_way(capsys):
     assert "partial_sweep/hidden=1024: lasting few-token plateau (pathology, run running)" in summary[3]
     assert "partial_sweep/hidden=2048: diverged (pathology, run diverged)" in summary[4]
     assert summary[5].endswith("partial_sweep/hidden=1536: missing (nothing to diagnose)")
+
+
+def test_diagnose_imports_nothing_of_hydra_even_when_it_rechecks_a_setup():
+    import subprocess
+    import sys
+
+    folder = RESULTS / "fixes_study" / "intervention=standard,seed=0"
+    code = (f"import sys, analysis.diagnose as d; d.read_setup({str(folder)!r}); "
+            "print('hydra' in {m.split('.')[0] for m in sys.modules})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
