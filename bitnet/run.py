@@ -189,6 +189,7 @@ def main(cfg: DictConfig) -> str | None:
     log.info(f"metrics: {csv_path}")
     if csv_path.exists():
         log.info(summary_table(csv_path))
+        log.info(f"is it collapsing, and why? bitnet-diagnose {shlex.quote(str(out_dir))}")
     return "skipped" if record.get("skipped") else record["status"]
 
 
