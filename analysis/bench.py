@@ -31,6 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from bitnet.records import (CONFIG_FILE, GRID_MANIFEST, HYDRA_FOLDER, METRICS_FILE, OVERRIDES_FILE, RECORD_FILE,
+                            SWEEP_CONFIG, read_record)
+
 SOURCE = Path(__file__).resolve().parent.parent / "results" / "forensics_study" / "seed=0,suspect=faithful"
 
 
@@ -54,9 +57,9 @@ def stretched(metrics: pd.DataFrame, rows: int) -> pd.DataFrame:
 
 def build_sweep(dest: Path, points: int, rows: int, source: Path = SOURCE) -> Path:
     """A sweep folder of `points` copies of `source` (hidden x lr.peak x seed), each CSV `rows` long."""
-    record = json.loads((source / "run.json").read_text())
-    metrics = stretched(pd.read_csv(source / "metrics.csv"), rows)
-    config = yaml.safe_load((source / ".hydra" / "config.yaml").read_text())
+    record = read_record(source).to_json()
+    metrics = stretched(pd.read_csv(source / METRICS_FILE), rows)
+    config = yaml.safe_load((source / HYDRA_FOLDER / CONFIG_FILE).read_text())
     hiddens, peaks = [32, 48, 64, 96, 128], [5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3]
     grid = [(h, p, s) for s in range(max(1, -(-points // (len(hiddens) * len(peaks)))))
             for h in hiddens for p in peaks][:points]
@@ -64,20 +67,20 @@ def build_sweep(dest: Path, points: int, rows: int, source: Path = SOURCE) -> Pa
     for hidden, peak, seed in grid:
         overrides = [f"hidden={hidden}", f"lr.peak={peak}", f"seed={seed}"]
         folder = dest / ",".join(overrides)
-        (folder / ".hydra").mkdir(parents=True)
+        (folder / HYDRA_FOLDER).mkdir(parents=True)
         point_config = {**config, "hidden": hidden, "seed": seed, "lr": {**config["lr"], "peak": peak}}
-        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-        (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(point_config))
-        (folder / "run.json").write_text(json.dumps({**record, "config": point_config}))
-        metrics.to_csv(folder / "metrics.csv", index=False)
+        (folder / HYDRA_FOLDER / OVERRIDES_FILE).write_text(yaml.safe_dump(overrides))
+        (folder / HYDRA_FOLDER / CONFIG_FILE).write_text(yaml.safe_dump(point_config))
+        (folder / RECORD_FILE).write_text(json.dumps({**record, "config": point_config}))
+        metrics.to_csv(folder / METRICS_FILE, index=False)
         manifest.append({"overrides": overrides, "folder": folder.name})
-    (dest / "grid.json").write_text(json.dumps({"points": manifest}))
-    (dest / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": []}}}))
+    (dest / GRID_MANIFEST).write_text(json.dumps({"points": manifest}))
+    (dest / SWEEP_CONFIG).write_text(yaml.safe_dump({"hydra": {"overrides": {"task": []}}}))
     return dest
 
 
 def read_with_pandas(sweep: Path) -> pd.DataFrame:
-    return pd.concat([pd.read_csv(p) for p in sorted(sweep.glob("*/metrics.csv"))], ignore_index=True)
+    return pd.concat([pd.read_csv(p) for p in sorted(sweep.glob(f"*/{METRICS_FILE}"))], ignore_index=True)
 
 
 def timed(function) -> float:

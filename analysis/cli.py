@@ -22,6 +22,8 @@ COMMANDS = {
     "report": ("analysis.document", "one self-contained markdown report, or refresh a document's generated blocks "
                                     "(alias: python -m analysis.document)"),
     "examples": ("analysis.examples", "list or copy the example sweeps shipped with the package"),
+    "diagnose": ("analysis.diagnose", "which collapse pattern each run shows, its likely causes and what to try "
+                                      "(also installed as bitnet-diagnose)"),
     "bench": ("analysis.bench", "time the tables and plots on a synthetic sweep of real points' copies"),
 }
 

@@ -50,7 +50,7 @@ from analysis.load import GRID_MANIFEST, NotASweep, Sweep, find_point_folders, p
 from analysis.options import RULE_OPTIONS, add_analysis_options, analysis_of, interrupted, stop_on_sigterm
 from analysis.render import rule_lines, status_lines, table_markdown
 from analysis.tables import TITLES
-from bitnet.records import atomic_file
+from bitnet.records import HYDRA_FOLDER, OVERRIDES_FILE, atomic_file, read_record
 
 PARTS = ["setup", "points", "verdicts", "plots", "tables"]
 PART_TITLES = {"setup": "What was run", "points": "Points", "verdicts": "Verdicts", "plots": "Plots",
@@ -119,7 +119,7 @@ def grid_overrides(sweep_dir: Path) -> tuple[list[list[str]], str]:
     if path.exists():
         return [p["overrides"] for p in json.loads(path.read_text()).get("points") or []], f"read from {GRID_MANIFEST}"
     folders = find_point_folders(sweep_dir)
-    return [yaml.safe_load((f / ".hydra" / "overrides.yaml").read_text()) or [] for f in folders], \
+    return [yaml.safe_load((f / HYDRA_FOLDER / OVERRIDES_FILE).read_text()) or [] for f in folders], \
         f"read from the point folders: no {GRID_MANIFEST}"
 
 
@@ -145,11 +145,7 @@ def duration(seconds: float) -> str:
 
 def run_lines(sweep: Sweep) -> list[str]:
     """What the points' run.json files say about how they ran: versions, device, corpus, training time."""
-    records = []
-    for folder in sweep.points.folder:
-        path = Path(folder) / "run.json"
-        if path.exists():
-            records.append(json.loads(path.read_text()))
+    records = [record.to_json() for record in map(read_record, sweep.points.folder) if record is not None]
     versions = dict.fromkeys(", ".join(f"{k} {v}" for k, v in r["versions"].items()) for r in records
                              if r.get("versions"))
     devices = dict.fromkeys(f"{r['device']}" + (f", {r['cpu_threads']} CPU thread{'s' * (r['cpu_threads'] != 1)}"

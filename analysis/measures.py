@@ -10,7 +10,7 @@ from analysis.fmt import fmt_value, step_label
 from analysis.load import CONFIG_COLUMNS, Sweep
 from analysis.rules import (Rules, diverged, longest_stall, ratio_class, signature_parts, signature_verdict, token_class,
                             too_short, trajectory_class, verdict)
-from bitnet.records import FINISHED_STATUSES
+from bitnet.records import FINISHED_STATUSES, uncomputed
 
 # Collapse diagnostics (bitnet/diagnostics.py) that the diagnostics table shows at each point's deepest collapse
 # and final evaluation: (metrics.csv column, header, number format). unique_tokens is always shown; the others
@@ -19,11 +19,6 @@ DIAGNOSTICS = [("unique_tokens", "tokens", "tokens"), ("loss_gap", "loss gap", "
                ("hidden_cosine", "hidden cos", "cos"), ("effective_tokens", "eff. tokens", "eff"),
                ("softmax_entropy", "softmax entropy", "eff"), ("flip_rate", "flip rate", "rate"),
                ("zero_frac", "zero frac", "cos"), ("greedy_repeat3", "greedy rep3", "ratio")]
-# Config keys that change how a run executes but not what it computes: never a reason to keep points apart.
-EXECUTION_KEYS = {"seed", "device", "compile", "threads", "progress", "data.cache_dir"}
-# Preset helper values (grid.hidden, grid.horizon, ...): what they set is compared under the keys they set, so two
-# points that differ only there (a scale that gained a value between launches) are still seeds of one cell.
-PRESET_PREFIX = "grid."
 SEEDS_STEPS = (1000, 4000)  # the seeds' collapse ratio: tokens at step 4k / tokens at step 1k
 
 
@@ -42,7 +37,9 @@ def cell_keys(sweep: Sweep, pool: bool = False) -> tuple[list[str], list[str]]:
     cells = list(zip(*(known[k].astype(str) for k in keys))) if keys else [()] * len(known)
     differing = []
     for key in candidates:
-        if (key in keys or key in EXECUTION_KEYS or key.startswith(PRESET_PREFIX)
+        # seed: what seeds of one cell differ by; uncomputed keys (bitnet.records.UNCOMPUTED_KEYS: how a run
+        # executes, and the presets' grid.* helpers, compared under the keys they set) never keep points apart
+        if (key in keys or key == "seed" or uncomputed(key)
                 or key.startswith(swept_groups) and key not in CONFIG_COLUMNS):
             continue
         values = known[key].tolist() if key in known else [c.get(key) for c in configs]

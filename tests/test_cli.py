@@ -217,3 +217,10 @@ def test_the_report_copies_the_figures_the_tables_command_drew(tmp_path, monkeyp
     assert plots.drawn_plots(analyse(sweep), sweep / "analysis") is None
     with pytest.raises(AssertionError, match="drew a figure"):
         document.main([str(sweep), "--out", str(tmp_path / "again")])
+
+
+def test_the_entry_and_the_analysis_object_import_nothing_of_hydra_or_torch():
+    code = ("import sys, analysis.cli, analysis.core, analysis.options, analysis.render, analysis.plots; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert out.stdout.strip() == "[]", out.stderr
