@@ -43,8 +43,8 @@ def run(name: str, argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+    if not argv or argv[0] in ("-h", "--help"):  # asked for: stdout, exit 0; no command given: stderr, exit 2
+        print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
         print(f"error: no command {argv[0]!r}; the commands: {', '.join(COMMANDS)}", file=sys.stderr)

@@ -34,8 +34,9 @@ def test_every_command_is_a_module_with_main():
 
 def test_without_a_command_it_lists_them_and_an_unknown_one_is_refused(capsys):
     assert cli.main([]) == 2
-    assert "commands:" in capsys.readouterr().out
+    assert "commands:" in capsys.readouterr().err
     assert cli.main(["--help"]) == 0
+    assert "\n  tables " in capsys.readouterr().out
     assert cli.main(["tabels"]) == 2
     assert capsys.readouterr().err.strip() == ("error: no command 'tabels'; the commands: "
                                                + ", ".join(cli.COMMANDS))
