@@ -1,9 +1,10 @@
 """The plots: unique tokens vs step (log scale, switch lines), loss vs step (with the ln V and unigram-entropy
-reference lines), collapse ratio vs hidden size (sweeps over hidden only), and the collapse diagnostics vs step
-(hidden cosine, loss gap, flip rate) when the sweep has them. Each function draws on an Axes it is given (a
-notebook's) or on a new Figure it returns; figures are built without pyplot so that the command works headless.
-Legends sit below the axes, never over the curves; switch labels stay inside the axes. Every function draws an
-Analysis (analysis/core.py): its curves, cells and verdicts, never measured again here.
+reference lines), collapse ratio vs size (sweeps over the size key: hidden unless --size-key), the collapse
+diagnostics (hidden cosine, loss gap, flip rate) and the parameter groups' RMS vs step when the sweep has them,
+and the phase map. Each function draws on an Axes it is given (a notebook's) or on a new Figure it returns;
+figures are built without pyplot so that the command works headless. Legends sit below the axes, never over
+the curves; switch labels stay inside the axes. Every function draws an Analysis (analysis/core.py): its
+curves, cells and per-point measures, never measured again here.
 
 A panel of more than MAX_LINES points would be a tangle of lines: it draws each cell's median over its seeds
 with a band from their minimum to their maximum instead (cells grouped by the first key when there are more
