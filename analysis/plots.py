@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from analysis.core import Analysis
 from analysis.fmt import fmt_value, step_label, untrusted
 from analysis.measures import switch_events
+from analysis import phase_map as phase_map_module
 from analysis.phase_map import plot_phase_map
 from analysis.rules import COSINE_HIGH, RATIO_CLASSES, UNIGRAM_GAP
 
@@ -333,7 +334,8 @@ FIGURE_NAMES = ("tokens.png", "loss.png", "collapse_ratio.png", "diagnostics.png
 
 def fingerprint(a: Analysis) -> str:
     """A digest of everything the figures are drawn from: the metric rows, the points, the cells' keys, the
-    collapse steps and rules, the size key, MAX_LINES and the matplotlib version. Equal digests, equal PNGs."""
+    collapse steps and rules, the size key, the drawing code (this file and the phase map's) and the matplotlib
+    version. Equal digests, equal PNGs."""
     import matplotlib
 
     digest = hashlib.sha256()
@@ -345,6 +347,8 @@ def fingerprint(a: Analysis) -> str:
             digest.update(pd.util.hash_pandas_object(values if numeric else values.astype(str), index=False)
                           .to_numpy().tobytes())
     digest.update(repr((a.keys, a.early, a.late, a.rules, a.size_key, MAX_LINES, matplotlib.__version__)).encode())
+    for code in (__file__, phase_map_module.__file__):
+        digest.update(Path(code).read_bytes())
     return digest.hexdigest()
 
 
