@@ -1,4 +1,5 @@
-"""How fast the analysis is at the size of a real sweep: `python -m analysis.bench [--points 400] [--rows 100]`.
+"""How fast the analysis is at the size of a real sweep: `python -m analysis bench [--points 400] [--rows 100]`
+(also `python -m analysis.bench`).
 
 Builds a synthetic sweep in a temporary folder from one real point of the committed results (its run.json,
 .hydra record and metrics.csv, the CSV stretched to `--rows` evaluations by interpolating every numeric column
@@ -7,8 +8,9 @@ sweeper writes. Then it times, in this process and after one warm-up pass:
 
   pandas   reading every point's metrics.csv with pandas.read_csv and concatenating them: the floor
   load     analysis.load_sweeps (grid, overrides, run.json, CSVs -> one frame)
-  tables   load + analysis.tables.build_tables (every table and verdict)
-  plots    analysis.plots.save_plots on those tables (with --plots)
+  tables   load + analysis.core.analyse (every table and verdict)
+  plots    analysis.plots.save_plots: drawing and writing the PNGs of that Analysis (with --plots; the tables'
+           time not included)
 
 and prints seconds per point and each figure's ratio to the pandas floor. `--profile N` prints the N functions
 with the most cumulative time in one `tables` pass. Figures, not assertions: the machine's load moves them.
@@ -88,7 +90,7 @@ def timed(function) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m analysis bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--points", type=int, default=400, help="grid points (default %(default)s)")
     p.add_argument("--rows", type=int, default=100, help="evaluations per point (default %(default)s)")
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is shown (default %(default)s)")
@@ -96,33 +98,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive functions")
     args = p.parse_args(argv)
 
+    from analysis.core import analyse
     from analysis.load import load_sweeps
     from analysis.plots import save_plots
-    from analysis.tables import build_tables
 
     with tempfile.TemporaryDirectory() as tmp:
         sweep = build_sweep(Path(tmp) / "sweep", args.points, args.rows)
         out = Path(tmp) / "analysis"
 
         def tables():
-            loaded = load_sweeps(sweep)
-            return loaded, build_tables(loaded)
+            return analyse(load_sweeps(sweep))
+
+        analysis = tables()  # also the warm-up: imports inside the analysis, file cache
 
         def plots():
-            loaded, (_, params) = tables()
-            save_plots(loaded, out, params)
+            out.mkdir()
+            save_plots(analysis, out)
             shutil.rmtree(out)
 
         steps = {"pandas": lambda: read_with_pandas(sweep), "load": lambda: load_sweeps(sweep), "tables": tables}
         if args.plots:
             steps["plots"] = plots
-        tables()  # warm-up: imports inside the analysis, file cache
         best = {name: min(timed(step) for _ in range(args.repeat)) for name, step in steps.items()}
         print(f"{args.points} points x {args.rows} rows (copies of {SOURCE.parent.name}/{SOURCE.name}), best of "
               f"{args.repeat}:\n")
         print("| step | seconds | ms per point | x pandas |\n|---|---:|---:|---:|")
         for name, seconds in best.items():
             print(f"| {name} | {seconds:.2f} | {1000 * seconds / args.points:.1f} | {seconds / best['pandas']:.1f} |")
+        if args.plots:
+            print(f"\ntables + plots: {best['tables'] + best['plots']:.2f} s")
         if args.profile:
             profile = cProfile.Profile()
             profile.runcall(tables)

@@ -26,7 +26,7 @@ from analysis.foreign import ForeignCSVError, add_foreign_arguments, labelling_f
 from analysis.load import MISSING, NO_RECORD, NotASweep, Sweep, load_sweeps
 from analysis.measures import point_curves, switch_events
 from analysis.patterns import HEALTHY_KIND, PATHOLOGY, RELEASED, Pattern, classify
-from analysis.report import RULE_OPTIONS, _check_rules
+from analysis.options import RULE_OPTIONS, check_rules
 from analysis.rules import Rules
 from bitnet.records import FINISHED_STATUSES, RECORD_FILE, RecordError, read_record
 from bitnet.setup_check import ERROR, FIX_GROUPS, check_recorded
@@ -385,7 +385,7 @@ def diagnose(paths, rules: Rules = Rules(), labelling=None, evidence: dict | Non
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        rules = _check_rules(args)
+        rules = check_rules(args)
         results, skipped = diagnose(args.paths, rules, labelling_from(args))
     except (NotASweep, ForeignCSVError, ValueError) as err:
         print(f"bitnet-diagnose: error: {err}", file=sys.stderr)
