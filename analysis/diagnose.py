@@ -258,8 +258,10 @@ def not_diagnosed(sweep: Sweep) -> list[str]:
     return [f"{run_name(folder)}: {status}" for folder, status in zip(points.folder, points.status)]
 
 
-def diagnose_sweep(sweep: Sweep, rules: Rules, evidence: dict) -> list[Diagnosis]:
-    curves = point_curves(sweep, rules)
+def diagnose_sweep(sweep: Sweep, rules: Rules, evidence: dict, curves: dict | None = None) -> list[Diagnosis]:
+    """One Diagnosis per run of `sweep` that has something to diagnose; `curves` as analysis.measures.point_curves
+    makes them (an Analysis's, so that nothing is measured twice)."""
+    curves = point_curves(sweep, rules) if curves is None else curves
     out = []
     for _, point in sweep.points.iterrows():
         if point["status"] in NOTHING_TO_DIAGNOSE:
@@ -380,6 +382,11 @@ def diagnose(paths, rules: Rules = Rules(), labelling=None, evidence: dict | Non
     evidence = load_evidence() if evidence is None else evidence
     sweep = load_sweeps(paths, labelling=labelling)
     return diagnose_sweep(sweep, rules, evidence), not_diagnosed(sweep)
+
+
+def diagnose_analysis(result, evidence: dict | None = None) -> list[Diagnosis]:
+    """The diagnoses of an analysis.core.Analysis's runs, from its own curves and rules (the notebook's route)."""
+    return diagnose_sweep(result.sweep, result.rules, load_evidence() if evidence is None else evidence, result.curves)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -392,6 +392,8 @@ def test_notebook_on_the_interventions_fixture_saves_no_empty_collapse_plot(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "tokens.png"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "Only reduced_lr avoids ending collapsed" in text and "does not vary hidden" in text
+    # the diagnosis of each run, from the same Analysis
+    assert "intervention=reduced_lr: collapse then recovery without a switch (pathology)" in text
 
 
 # ---- collapse diagnostics (issue 6) ---------------------------------------------------------------------------
