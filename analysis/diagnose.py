@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.fmt import untrusted
-from analysis.foreign import ForeignCSVError, add_foreign_arguments, labelling_from
+from analysis.foreign import IMPORTED, ForeignCSVError, add_foreign_arguments, labelling_from
 from analysis.load import MISSING, NO_RECORD, NotASweep, Sweep, load_sweeps
 from analysis.measures import point_curves, switch_events
 from analysis.patterns import HEALTHY_KIND, PATHOLOGY, RELEASED, Pattern, classify
@@ -283,8 +283,11 @@ def diagnose_sweep(sweep: Sweep, rules: Rules, evidence: dict, curves: dict | No
         pattern = classify(evaluations, rules, switches=switch_events(point), warmup=config.get("lr.warmup"),
                            total_steps=None if _missing(total) else float(total), ln_vocab=_number(point.get("ln_vocab")),
                            status=point["status"], error=error if isinstance(error, str) else None,
-                           training_losses=[(int(s), float(v)) for s, v in training])
-        if point["status"] not in FINISHED_STATUSES:
+                           training_losses=[(int(s), float(v)) for s, v in training],
+                           switch_unknown=point.get("switch_unknown") or "")
+        if point["status"] == IMPORTED:
+            pattern.notes.append("whether the run finished is unknown (give train.steps): the pattern is the one so far")
+        elif point["status"] not in FINISHED_STATUSES:
             pattern.notes.append(f"the run is {point['status']}: the pattern is the one so far")
         setup, source = read_setup(point["folder"])
         diagnosis = Diagnosis(run_name(point["folder"]), point["folder"], point["status"], pattern,

@@ -52,7 +52,7 @@ CONFIG_COLUMNS = ["hidden", "seed", "model.layers", "model.n_heads", "model.quan
                   "data.seq_len"]
 # What run.json states about each point (bitnet.records.RunRecord).
 RECORD_COLUMNS = ["params_total", "params_non_embedding", "eval_positions", "eval_unique_targets", "unigram_entropy",
-                  "ln_vocab", "lr_switch", "wd_switch", "last_step", "total_steps", "error"]
+                  "ln_vocab", "lr_switch", "wd_switch", "switch_unknown", "last_step", "total_steps", "error"]
 
 
 class NotASweep(ValueError):
@@ -290,11 +290,17 @@ def point_info(folder: Path, sweep_dir: Path, overrides: dict, record: RunRecord
     record = record or RunRecord(status=NO_RECORD, switch_steps={})
     params = record.params if isinstance(record.params, dict) else {}
     switches = record.switch_steps if isinstance(record.switch_steps, dict) else {}
+    unknown = []
     for kind in ("lr", "wd"):
         if kind in switches:  # as the run recorded it (bitnet.records fills it in for older records)
             info[f"{kind}_switch"] = switches[kind]
         else:  # a run measured elsewhere that does not say: its CSV's stage column, when it has one
             info[f"{kind}_switch"] = _switch_from_csv(metrics, f"{kind}_stage")
+            if f"{kind}_stage" not in metrics or not metrics[f"{kind}_stage"].notna().any():
+                unknown.append(kind)
+    # the schedules whose switch nothing states (a CSV from other code without lr/wd labels): "no switch" is
+    # then unknown, not known to be none
+    info["switch_unknown"] = ",".join(unknown)
     info.update(params_total=params.get("total"), params_non_embedding=params.get("non_embedding"),
                 eval_positions=record.eval_positions, eval_unique_targets=record.eval_unique_targets,
                 unigram_entropy=record.unigram_entropy, ln_vocab=record.ln_vocab, last_step=record.last_step,

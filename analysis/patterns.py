@@ -110,11 +110,12 @@ def _stall(stretch: list[dict], before: list[dict], rules: Rules, ln_vocab) -> t
 
 def classify(evaluations: list[dict], rules: Rules = Rules(), *, switches: list[tuple[int, str]] = (), warmup=None,
              total_steps=None, ln_vocab=None, status: str = "completed", error=None,
-             training_losses: list[tuple[int, float]] = ()) -> Pattern:
+             training_losses: list[tuple[int, float]] = (), switch_unknown: str = "") -> Pattern:
     """evaluations: [{step, tokens, loss, phase}] in step order (loss: the eval loss when the run has one, else
     the training loss; NaN where absent); switches: [(step, label)] in step order; warmup: the LR warm-up in
     steps (0 when unknown); total_steps: the planned length (sets the release window); training_losses:
-    [(step, loss)] for the divergence rule."""
+    [(step, loss)] for the divergence rule; switch_unknown: the schedules ("lr", "wd") whose switch the run does
+    not state, so that "without a switch" cannot be claimed."""
     rows = [e for e in evaluations if _ok(e.get("tokens"))]
     if not rows:
         return Pattern(UNDECIDED, "undecided, because the run has no unique-token counts")
@@ -188,6 +189,14 @@ def classify(evaluations: list[dict], rules: Rules = Rules(), *, switches: list[
     if not rules.collapsed(final):
         back = next(e["step"] for e in rows if e["step"] > end)
         during = [(s, label) for s, label in switches if start <= s <= back]
+        if not during and switch_unknown:
+            flags = " / ".join(f"{kind}.switch_step=N" for kind in switch_unknown.split(","))
+            schedules = " and ".join(switch_unknown.split(","))
+            return Pattern(UNDECIDED, f"undecided, because the run was {lasting} and is above it again from step "
+                           f"{back} ({tokens_text(final)} at the end), but it does not state where its {schedules} "
+                           f"schedule{'s' if ',' in switch_unknown else ''} switched: with no switch this is a collapse then recovery without a switch; "
+                           f"if it switched, give the step (--set {flags}) to tell whether the switch released it",
+                           [start, end, back, last["step"]], stalled=stalled, phase=phase, notes=notes, **common)
         if not during:
             return Pattern(RECOVERED, f"collapse then recovery without a switch: {lasting}; above it again from "
                            f"step {back} to the end ({tokens_text(final)}), no switch from its start to the recovery",

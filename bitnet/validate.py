@@ -76,9 +76,11 @@ def _check_text_files(data: DataConfig) -> None:
 
 
 def load_checked(data: DataConfig) -> Corpus:
-    """The configured corpus through the tokenizer cache; ConfigError (one line) when it cannot be loaded."""
+    """The configured corpus through the tokenizer cache; ConfigError (one line) when it cannot be loaded. The
+    first job to need a vocabulary trains its tokenizer here: bitnet.data says so (and how long each stage took),
+    and prints nothing when the cache holds it."""
     try:
-        return data.load(log=lambda *_: None)
+        return data.load(log=lambda line: print(line, flush=True))
     except (OSError, ValueError) as err:
         raise ConfigError(first_line(err)) from None
     except RuntimeError as err:  # e.g. a corpus too small to hold out a single block

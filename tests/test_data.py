@@ -67,3 +67,17 @@ def test_sampler_state_restores_the_data_position():
     expected = sampler.next_batch()
     sampler.load_state_dict(state)
     assert torch.equal(sampler.next_batch()[0], expected[0])
+
+
+def test_the_jobs_validation_says_so_when_it_trains_the_tokenizer(tmp_path, capsys):
+    """The first job to need a vocabulary trains it while its config is checked (bitnet.validate), before the
+    run's own output: that is where the user must hear about it."""
+    from bitnet.data import DataConfig
+    from bitnet.validate import load_checked
+
+    data = DataConfig(name="kjv", path=None, vocab_size=512, seq_len=64, val_fraction=0.05, cache_dir=str(tmp_path))
+    load_checked(data)
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith("Training a 512-token BPE tokenizer on kjv") and said[2].startswith("Corpus encoded")
+    load_checked(data)
+    assert capsys.readouterr().out == ""  # the cache serves: nothing to say

@@ -213,3 +213,12 @@ def test_diagnose_imports_nothing_of_hydra_even_when_it_rechecks_a_setup():
             "print('hydra' in {m.split('.')[0] for m in sys.modules})")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_csv_that_states_no_switch_is_never_said_to_recover_without_one(capsys):
+    """seed 001's CSV without --set: it recovers after step 6000, but nothing says whether a schedule switched."""
+    assert dg.main([str(FIXTURES / "seed001_csv" / "scale_256_10k.txt"), "--json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)["runs"]
+    assert run["pattern"] == UNDECIDED and "--set lr.switch_step=N / wd.switch_step=N" in run["rule"]
+    assert "does not state where its lr and wd schedules switched" in run["rule"]
+    assert run["notes"] == ["whether the run finished is unknown (give train.steps): the pattern is the one so far"]
