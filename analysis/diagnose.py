@@ -352,7 +352,8 @@ def render(diagnosis: Diagnosis, evidence: dict, shown: set | None = None) -> st
                     lines.append(f"     evidence: {evidence_line(arm, evidence)}")
                 if not ranked.cause.arms:
                     lines.append("     evidence: no committed run tests it (a departure from the BitNet b1.58 recipe)")
-                lines.append(f"     see {FINDINGS}, \"{ranked.cause.section}\"")
+                lines.append(f"     see {FINDINGS}, \"{ranked.cause.section}\" (results/ and docs/ are in the bitnet "
+                             f"repository)")
                 lines.append(f"     try: {ranked.cause.fix}")
     elif diagnosis.setup and diagnosis.kind == HEALTHY_KIND:
         lines.append("likely causes: none (no pathology so far); the setup findings above are worth fixing before a "

@@ -2,7 +2,7 @@
 
 bitnet's own training loop evaluates through `evaluate` below, so a model trained elsewhere (a plain PyTorch
 loop, Hugging Face `Trainer`, Lightning) measured with it gets the same numbers bitnet would write, in a run
-folder that `python -m analysis.tables` reads like one of its grid points. No Hydra, no bitnet model needed:
+folder that `python -m analysis tables` and `bitnet-diagnose` read like one of its grid points. No Hydra, no bitnet model needed:
 
     from bitnet.probe import Probe
     probe = Probe("runs/mine", val_ids, positions=4096, seq_len=256, labels={"hidden": 256})

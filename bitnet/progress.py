@@ -58,5 +58,5 @@ def sweep_summary(sweep_dir: Path, outcomes: list[str]) -> str:
     return (f"sweep finished, {len(outcomes)} point(s): {counts} (skipped: finished in an earlier launch, or "
             f"another process is training it)\n"
             f"results: {folder}\n"
-            f"analyse it: python -m analysis.tables {shlex.quote(str(folder))}\n"
+            f"analyse it: python -m analysis tables {shlex.quote(str(folder))}\n"
             f"diagnose each run (is it collapsing, and why?): bitnet-diagnose {shlex.quote(str(folder))}")

@@ -153,7 +153,8 @@ def test_a_sweep_says_which_point_runs_and_ends_with_where_and_what_next(diverge
     assert summary[0].startswith("sweep finished, 2 point(s): 1 completed, 1 diverged, 0 failed, 0 interrupted, "
                                  "0 skipped"), summary
     assert summary[1] == f"results: {sweep_dir.resolve()}"
-    assert summary[2] == f"analyse it: python -m analysis.tables {sweep_dir.resolve()}"
+    assert summary[2] == f"analyse it: python -m analysis tables {sweep_dir.resolve()}"
+    assert summary[3] == f"diagnose each run (is it collapsing, and why?): bitnet-diagnose {sweep_dir.resolve()}"
     command = shlex.split(summary[2].split(": ", 1)[1])
     analysis = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, cwd=REPO_ROOT,
                               timeout=300)
