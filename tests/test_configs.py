@@ -124,9 +124,9 @@ def test_presets_reproduce_the_seeds_settings():
 def test_help_is_bitnets_own():
     """`--help` (Hydra's help template, conf/hydra/help/bitnet.yaml): what to run, every group with its options
     and the presets, where results go."""
-    from tests.conftest import run_cli
+    from tests.conftest import run_main
 
-    text = run_cli("--help").stdout
+    text = run_main("--help").stdout
     assert text.startswith("bitnet: ") and "bitnet -m +sweep=scaling scale=smoke" in text
     for group in GROUPS:
         assert f"{group}: {', '.join(options(group))}" in text

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from bitnet import devices
 from bitnet.devices import JOBLIB_TARGET, assign_device, concurrent_jobs, cpu_threads, current_job_num
 
-from tests.conftest import CONF_DIR, TINY, run_cli
+from tests.conftest import CONF_DIR, TINY, run_cli, run_main
 
 # ---- real sweeps ----------------------------------------------------------------------------------------
 
@@ -176,7 +176,7 @@ def test_sweep_settings_hydra_would_fail_on_are_one_line(tmp_path, settings, sta
     sweep folder. The slurm case runs with a PATH that has no sbatch or srun."""
     sweep_dir = tmp_path / "sweep"
     env = {"PATH": os.path.dirname(sys.executable)} if "hydra/launcher=slurm" in settings else None
-    result = run_cli("-m", *TINY, *settings, f"hydra.sweep.dir={sweep_dir}", check=False, env=env)
+    result = run_main("-m", *TINY, *settings, f"hydra.sweep.dir={sweep_dir}", check=False, env=env)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(start), result.stderr

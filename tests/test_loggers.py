@@ -190,9 +190,9 @@ def test_the_points_of_a_sweep_share_one_mlflow_store(tmp_path):
     pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
     from mlflow import MlflowClient
 
-    from tests.conftest import run_cli
+    from tests.conftest import run_main
 
-    run_cli("-m", *TINY, "logger=mlflow", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
+    run_main("-m", *TINY, "logger=mlflow", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("bitnet").experiment_id])
     assert sorted(run.info.run_name for run in runs) == ["seed=0", "seed=1"]

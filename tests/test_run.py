@@ -3,10 +3,12 @@
 import csv
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TINY, run_cli
+from tests.conftest import TINY, run_cli, run_main
 
 FIRST_COLUMNS = ["step", "loss", "unique_tokens"]
 
@@ -19,7 +21,7 @@ def read_rows(path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = run_cli(*TINY, "lr=two_stage", "wd=two_stage", f"hydra.run.dir={out}")
+    result = run_main(*TINY, "lr=two_stage", "wd=two_stage", f"hydra.run.dir={out}")
     return out, result
 
 
@@ -68,7 +70,7 @@ def test_run_record(tiny_run):
 
 
 def test_stage1_only_stops_at_the_switch(tmp_path):
-    run_cli(*TINY, "lr=two_stage", "wd=two_stage", "train.stage1_only=true", "train.steps=40",
+    run_main(*TINY, "lr=two_stage", "wd=two_stage", "train.stage1_only=true", "train.steps=40",
             f"hydra.run.dir={tmp_path}")
     rows = read_rows(tmp_path / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [0, 10, 20]
@@ -76,7 +78,7 @@ def test_stage1_only_stops_at_the_switch(tmp_path):
 
 
 def test_multirun_sweep_writes_one_csv_per_point(tmp_path):
-    result = run_cli("-m", "hidden=32,64", *TINY[1:], f"hydra.sweep.dir={tmp_path}")
+    result = run_main("-m", "hidden=32,64", *TINY[1:], f"hydra.sweep.dir={tmp_path}")
     points = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert points == ["hidden=32", "hidden=64"]
     for point in points:
@@ -92,13 +94,36 @@ SMOKE_PRESETS = ["scaling", "interventions", "stage1_only", "wd_stage2", "contro
 ONE_SEED = {"screening", "fixes", "forensics"}
 
 
+@pytest.fixture(scope="module")
+def smoke_sweeps(request, tmp_path_factory):
+    """The selected presets at smoke scale, each launched as a user types it, in its own process: two at a time
+    (threads=1 each), in the order their tests run, so a test waits only for its own sweep while the next one
+    trains on the other core. Returns a function: preset -> (sweep folder, the finished process)."""
+    selected = [item.callspec.params["preset"] for item in request.session.items
+                if item.module is request.module and "preset" in getattr(getattr(item, "callspec", None), "params", {})]
+    root = tmp_path_factory.mktemp("smoke")
+
+    def sweep(preset):
+        seeds = ["seed=0"] if preset in ONE_SEED else []
+        folder = root / preset
+        return folder, run_cli("-m", f"+sweep={preset}", "scale=smoke", "threads=1", *seeds,
+                               f"hydra.sweep.dir={folder}", timeout=600, check=False)
+
+    with ThreadPoolExecutor(max_workers=min(2, len(os.sched_getaffinity(0)))) as pool:
+        started = {preset: pool.submit(sweep, preset) for preset in selected}
+
+        def finished(preset):
+            folder, result = started[preset].result()
+            assert result.returncode == 0, f"+sweep={preset} exited {result.returncode}\n{result.stderr[-3000:]}"
+            return folder
+        yield finished
+
+
 @pytest.mark.parametrize("preset", [p if p == "scaling" else pytest.param(p, marks=pytest.mark.slow)
                                     for p in SMOKE_PRESETS])
-def test_preset_runs_end_to_end_at_smoke_scale(preset, tmp_path):
-    seeds = ["seed=0"] if preset in ONE_SEED else []
-    run_cli("-m", f"+sweep={preset}", "scale=smoke", "threads=1", *seeds, f"hydra.sweep.dir={tmp_path}",
-            timeout=600)
-    csvs = sorted(tmp_path.glob("*/metrics.csv"))
+def test_preset_runs_end_to_end_at_smoke_scale(preset, smoke_sweeps):
+    sweep_dir = smoke_sweeps(preset)
+    csvs = sorted(sweep_dir.glob("*/metrics.csv"))
     expected = {"scaling": 2, "interventions": 4, "stage1_only": 3, "wd_stage2": 2, "controls": 6,
                 "lr_wd_factorial": 12, "forensics": 9, "screening": 8, "fixes": 8, "collapse_map": 3}[preset]
     assert len(csvs) == expected
@@ -109,7 +134,7 @@ def test_preset_runs_end_to_end_at_smoke_scale(preset, tmp_path):
 
 
 def test_diagnostics_in_a_real_full_precision_run(tmp_path):
-    run_cli(*TINY, "model.quant=none", "eval.generate.every=2", f"hydra.run.dir={tmp_path}")
+    run_main(*TINY, "model.quant=none", "eval.generate.every=2", f"hydra.run.dir={tmp_path}")
     rows = read_rows(tmp_path / "metrics.csv")
     record = json.loads((tmp_path / "run.json").read_text())
     for row in rows:
