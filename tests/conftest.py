@@ -79,8 +79,9 @@ def run_main(*args: str, cwd: Path | None = None, check: bool = True,
     """`python -m bitnet.run ARGS` in this process, as run_cli gives it: the same argv, folder and environment,
     stdout and stderr captured, the exit status SystemExit's code (1 and the traceback on stderr for an uncaught
     exception, as Python's). What a run changes in its process (environment, folder, torch's thread count, the
-    SIGTERM handler, Hydra's logging handlers) is put back afterwards."""
+    SIGTERM handler, Hydra's logging handlers and job config) is put back afterwards."""
     import torch
+    from hydra.core.hydra_config import HydraConfig
 
     import bitnet.run
 
@@ -89,7 +90,7 @@ def run_main(*args: str, cwd: Path | None = None, check: bool = True,
     saved_loggers = [(logger, logger.handlers[:], logger.level, logger.propagate, logger.disabled)
                      for logger in loggers]
     saved = dict(environ=dict(os.environ), cwd=os.getcwd(), argv=sys.argv, threads=torch.get_num_threads(),
-                 sigterm=signal.getsignal(signal.SIGTERM))
+                 sigterm=signal.getsignal(signal.SIGTERM), hydra=HydraConfig.instance().cfg)
     out, err = io.StringIO(), io.StringIO()
     os.environ.update(env or {})
     os.chdir(cwd or REPO_ROOT)
@@ -116,6 +117,7 @@ def run_main(*args: str, cwd: Path | None = None, check: bool = True,
         sys.argv = saved["argv"]
         torch.set_num_threads(saved["threads"])
         signal.signal(signal.SIGTERM, saved["sigterm"])
+        HydraConfig.instance().cfg = saved["hydra"]  # Hydra leaves the last job's config set
         for logger, handlers, level, propagate, disabled in saved_loggers:
             for handler in logger.handlers:
                 if handler not in handlers:

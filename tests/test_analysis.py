@@ -365,6 +365,7 @@ def run_notebook(sweep_dir: Path, figures: Path, monkeypatch) -> list:
     return outputs
 
 
+@pytest.mark.slow  # a Jupyter kernel that imports the analysis stack
 def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, tmp_path, monkeypatch):
     outputs = run_notebook(tiny_sweep, tmp_path, monkeypatch)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # tokens, loss, collapse ratio, diagnostics
@@ -375,6 +376,7 @@ def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, tmp_path, monkeypatch)
     assert any("hidden=48" in str(o.get("data", {}).get("text/plain", "")) for o in outputs)
 
 
+@pytest.mark.slow  # a Jupyter kernel that imports the analysis stack
 def test_notebook_on_the_interventions_fixture_saves_no_empty_collapse_plot(tmp_path, monkeypatch):
     outputs = run_notebook(REPO_ROOT / "tests" / "fixtures" / "seed004_sweep", tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "tokens.png"]

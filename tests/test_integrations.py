@@ -51,6 +51,7 @@ def hf_run(out, hidden: int, train_ids, val_ids, steps: int = 6, optimizer=None)
     return model, trainer
 
 
+@pytest.mark.slow  # a real transformers Trainer
 def test_hf_trainer_callback_writes_a_folder_the_analysis_reads(tokens, tmp_path):
     train_ids, val_ids = tokens
     model, trainer = hf_run(tmp_path, 32, train_ids, val_ids)

@@ -40,6 +40,7 @@ def check_two_points(sweep_dir):
         assert record["device"] == "cpu"
 
 
+@pytest.mark.slow  # worker processes that each import torch and Hydra
 def test_submitit_local_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     run_cli("-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", "seed=0,1", *TINY)
@@ -47,6 +48,7 @@ def test_submitit_local_sweep(tmp_path):
     assert (sweep / ".submitit").is_dir()  # it really went through submitit
 
 
+@pytest.mark.slow  # worker processes that each import torch and Hydra
 def test_joblib_sweep(tmp_path):
     """Through joblib, via our local_parallel preset (which composes the plugin's joblib config)."""
     sweep = tmp_path / "sweep"

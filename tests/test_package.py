@@ -69,15 +69,14 @@ def fresh_venv(root: Path) -> tuple[Path, Path, dict]:
     """A virtualenv in root/venv that finds its dependencies in dependencies_without_bitnet, and a work folder:
     (the venv's bin folder, the work folder, the environment to run in)."""
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # with its own pip (bundled, offline)
+    # no pip of its own (pip_install runs this environment's pip for it), so no bundled setuptools either: the
+    # dev extra's, linked below, builds the editable wheel (the bundled 65 on Python 3.11 cannot without `wheel`)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
     # A plain path line, after the venv's own packages: the linked folder's .pth files are not run.
     (Path(purelib) / "test_dependencies.pth").write_text(f"{dependencies_without_bitnet(root / 'dependencies')}\n")
-    # the venv's bundled setuptools (65 on Python 3.11) cannot build an editable wheel without `wheel`; the dev
-    # extra's setuptools, on the path above, can
-    subprocess.run([str(python), "-m", "pip", "uninstall", "--quiet", "--yes", "setuptools"], check=True)
     work = root / "work"
     work.mkdir()
     # nothing from the checkout or the outer environment: no PYTHONPATH (or other PYTHON* setting), no user site
@@ -91,9 +90,10 @@ def fresh_venv(root: Path) -> tuple[Path, Path, dict]:
     return venv / "bin", work, env
 
 
-def pip_install(bin_dir: Path, *target: str) -> None:
-    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                    "--no-build-isolation", *target], check=True)
+def pip_install(bin_dir: Path, env: dict, *target: str) -> None:
+    """This environment's pip, installing into the venv as that venv's python sees it (pip --python)."""
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--quiet",
+                    "--no-deps", "--no-index", "--no-build-isolation", *target], check=True, env=env)
 
 
 def where_it_resolves(installed) -> dict[str, Path]:
@@ -115,7 +115,7 @@ def installed(tmp_path_factory):
                     "--wheel-dir", str(root / "dist"), str(source)], check=True, cwd=root)
     (wheel,) = (root / "dist").glob("bitnet_sweeps-*.whl")
     bin_dir, work, env = fresh_venv(root)
-    pip_install(bin_dir, str(wheel))
+    pip_install(bin_dir, env, str(wheel))
     return bin_dir, work, env
 
 
@@ -208,7 +208,7 @@ def test_editable_install_sweeps_from_any_folder(tmp_path):
     source = tmp_path / "checkout"
     shutil.copytree(REPO_ROOT, source, ignore=not_shipped)
     bin_dir, work, env = fresh_venv(tmp_path)
-    pip_install(bin_dir, "--editable", str(source))
+    pip_install(bin_dir, env, "--editable", str(source))
     editable = (bin_dir, work, env)
     where = where_it_resolves(editable)
     assert (where["conf"], where["sweeps"], where["sweeper"]) == (source / "conf", source / "sweeps",

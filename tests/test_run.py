@@ -1,4 +1,4 @@
-"""Real runs through the command line, as a user types them."""
+"""Real runs through the command line, as a user types them (in this process, and the presets each in its own)."""
 
 import csv
 import json
@@ -7,8 +7,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from omegaconf import OmegaConf
 
-from tests.conftest import TINY, run_cli, run_main
+from tests.conftest import CONF_DIR, TINY, run_cli, run_main
 
 FIRST_COLUMNS = ["step", "loss", "unique_tokens"]
 
@@ -90,8 +91,31 @@ def test_multirun_sweep_writes_one_csv_per_point(tmp_path):
 
 SMOKE_PRESETS = ["scaling", "interventions", "stage1_only", "wd_stage2", "controls", "lr_wd_factorial",
                  "forensics", "screening", "fixes", "collapse_map"]
-# one seed where the grid is large: the preset's shape is what is checked, not its replication
-ONE_SEED = {"screening", "fixes", "forensics"}
+# Each preset's full grid at smoke scale (points), and the points trained end to end: seed 0 only where a preset
+# sweeps seeds, since the preset's shape is what is checked, not its replication.
+SMOKE_GRID = {"scaling": 2, "interventions": 4, "stage1_only": 3, "wd_stage2": 2, "controls": 6, "lr_wd_factorial": 12,
+              "forensics": 27, "screening": 24, "fixes": 24, "collapse_map": 3}
+TRAINED = {"scaling": 2, "interventions": 4, "stage1_only": 1, "wd_stage2": 2, "controls": 6, "lr_wd_factorial": 4,
+           "forensics": 9, "screening": 8, "fixes": 8, "collapse_map": 1}
+
+
+def smoke_grid(preset: str):
+    """The preset's `hydra.sweeper.params` at smoke scale, resolved."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={preset}", "scale=smoke"], return_hydra_config=True)
+    return OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+
+
+@pytest.mark.parametrize("preset", SMOKE_PRESETS)
+def test_every_preset_has_its_grid_at_smoke_scale(preset):
+    params = smoke_grid(preset)
+    assert math.prod(len(str(values).split(",")) for values in params.values()) == SMOKE_GRID[preset]
+    if "seed" in params:
+        assert str(params["seed"]) == "0,1,2" and SMOKE_GRID[preset] == 3 * TRAINED[preset]
+    else:
+        assert SMOKE_GRID[preset] == TRAINED[preset]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +128,7 @@ def smoke_sweeps(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
 
     def sweep(preset):
-        seeds = ["seed=0"] if preset in ONE_SEED else []
+        seeds = ["seed=0"] if TRAINED[preset] < SMOKE_GRID[preset] else []
         folder = root / preset
         return folder, run_cli("-m", f"+sweep={preset}", "scale=smoke", "threads=1", *seeds,
                                f"hydra.sweep.dir={folder}", timeout=600, check=False)
@@ -124,9 +148,7 @@ def smoke_sweeps(request, tmp_path_factory):
 def test_preset_runs_end_to_end_at_smoke_scale(preset, smoke_sweeps):
     sweep_dir = smoke_sweeps(preset)
     csvs = sorted(sweep_dir.glob("*/metrics.csv"))
-    expected = {"scaling": 2, "interventions": 4, "stage1_only": 3, "wd_stage2": 2, "controls": 6,
-                "lr_wd_factorial": 12, "forensics": 9, "screening": 8, "fixes": 8, "collapse_map": 3}[preset]
-    assert len(csvs) == expected
+    assert len(csvs) == TRAINED[preset]
     for path in csvs:
         rows = read_rows(path)
         assert rows[-1]["step"] == "40"  # smoke runs are 40 steps; stage1_only runs 80 and stops at its switch
