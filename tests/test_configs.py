@@ -86,7 +86,9 @@ def grid_points(preset: str, scale: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("scale", ["paper", "smoke", "study"])
+# every point composed: about 150 configs over the three scales; smoke's outside the slow tests
+@pytest.mark.parametrize("scale", [pytest.param("paper", marks=pytest.mark.slow), "smoke",
+                                   pytest.param("study", marks=pytest.mark.slow)])
 def test_no_key_of_any_preset_point_is_refused_as_unread(preset, scale):
     """Every key of every grid point of every preset is read by a component (or is free-form: grid.*, hydra.*),
     so the unread-key check never refuses a preset."""

@@ -124,7 +124,7 @@ def smoke_sweeps(request, tmp_path_factory):
     (threads=1 each), in the order their tests run, so a test waits only for its own sweep while the next one
     trains on the other core. Returns a function: preset -> (sweep folder, the finished process)."""
     selected = [item.callspec.params["preset"] for item in request.session.items
-                if item.module is request.module and "preset" in getattr(getattr(item, "callspec", None), "params", {})]
+                if item.module is request.module and "smoke_sweeps" in item.fixturenames]
     root = tmp_path_factory.mktemp("smoke")
 
     def sweep(preset):
