@@ -22,7 +22,12 @@ def per_cell(frame: pd.DataFrame, keys: list[str], column: str, summary) -> list
     """`summary` of each cell's values of a text column, cells in first-appearance order."""
     if not keys:
         return [summary(list(frame[column]))]
-    return list(frame.groupby(keys, dropna=False, sort=False)[column].agg(lambda s: summary(list(s))))
+    # plain lists per cell: a Series per cell and column cost more than the summaries at a few hundred points
+    codes = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+    lists = [[] for _ in range(int(codes.max()) + 1 if len(codes) else 0)]
+    for code, value in zip(codes, frame[column].tolist()):
+        lists[code].append(value)
+    return [summary(values) for values in lists]
 
 
 # The per-point columns that count tokens, steps or parameters (or are ratios of counts): their intervals stop

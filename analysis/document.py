@@ -1,14 +1,17 @@
 """The report command: sweep folders -> one self-contained markdown report, its plots as PNGs beside it.
 
-    python -m analysis.document SWEEP [SWEEP ...] [--out DIR] [--title TITLE] [the options of analysis.tables]
-    python -m analysis.document --update DOC.md        # refresh the generated blocks of a hand-written document
+    python -m analysis report SWEEP [SWEEP ...] [--out DIR] [--title TITLE] [the options of the tables command]
+    python -m analysis report --update DOC.md          # refresh the generated blocks of a hand-written document
     ... --check                                        # write nothing; exit 1 when the file on disk is stale
 
 Each SWEEP is one section: what was run (the grid from grid.json, the settings from run.json), the points and
 their status, the verdicts (collapse signature per cell with k/n seeds, interventions summary, scaling
 decision), the plots and every table under its rule. Folders joined by commas (`a,b`) are one section, read
-as one sweep (as `python -m analysis.tables a b` reads them). The report is DIR/report.md (DIR defaults to the
-first SWEEP's analysis/ folder) and its plots DIR/report_figures/<sweep>-<plot>.png, linked relatively.
+as one sweep (as `python -m analysis tables a b` reads them). The report is DIR/report.md (DIR defaults to the
+first SWEEP's analysis/ folder) and its plots DIR/report_figures/<sweep>-<plot>.png, linked relatively. A
+section renders one Analysis (analysis/core.py); its plots are copied from the tables command's PNGs when that
+command already drew them from the same data and options (analysis.plots.drawn_plots), else drawn. `python -m
+analysis.document` is the same command.
 
 Nothing in the output depends on when or where it was made: no timestamps, every path relative to the report,
 stable order, PNGs without a version stamp. A report made from committed folders can be committed and checked.
@@ -33,6 +36,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,24 +44,25 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from analysis.core import Analysis, BadStep
 from analysis.fmt import fmt_value, step_label, to_markdown, untrusted
 from analysis.load import GRID_MANIFEST, NotASweep, Sweep, find_point_folders, parse_overrides, varying_keys
-from analysis.report import (RULE_OPTIONS, add_analysis_options, analyse, interrupted, rule_lines, status_lines,
-                             stop_on_sigterm, table_markdown)
-from analysis.tables import TITLES, BadStep, empty_reason
-from bitnet.records import atomic_file
+from analysis.options import RULE_OPTIONS, add_analysis_options, analysis_of, interrupted, stop_on_sigterm
+from analysis.render import rule_lines, status_lines, table_markdown
+from analysis.tables import TITLES
+from bitnet.records import HYDRA_FOLDER, OVERRIDES_FILE, atomic_file, read_record
 
 PARTS = ["setup", "points", "verdicts", "plots", "tables"]
 PART_TITLES = {"setup": "What was run", "points": "Points", "verdicts": "Verdicts", "plots": "Plots",
                "tables": "Tables"}
 PLOT_TEXT = {"tokens.png": "unique predicted tokens vs step", "loss.png": "training and held-out loss vs step",
-             "collapse_ratio.png": "collapse ratio vs hidden size", "diagnostics.png": "collapse diagnostics vs step",
+             "collapse_ratio.png": "collapse ratio vs {size} size", "diagnostics.png": "collapse diagnostics vs step",
              "mechanism.png": "parameter-group RMS and logit scale vs step",
              "phase_map.png": "phase map: plateau share of stage 1 per axis value, by plateau phase, with the release"}
 BEGIN = re.compile(r"^<!-- generated: (?P<args>.*?) -->\s*$")
 END = re.compile(r"^<!-- end generated -->\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
-ANALYSIS_OPTIONS = ["steps", "collapse_steps", *(field for field, *_ in RULE_OPTIONS), "pool"]
+ANALYSIS_OPTIONS = ["steps", "collapse_steps", *(field for field, *_ in RULE_OPTIONS), "size_key", "pool"]
 
 
 class BadInput(ValueError):
@@ -72,7 +77,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def section_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """What a section is made of: its folders, the options of analysis.tables, the parts to show."""
+    """What a section is made of: its folders, the options of the tables command, the parts to show."""
     p.add_argument("sweeps", nargs="*", metavar="SWEEP", help="a sweep folder (hydra.sweep.dir of a -m run); "
                    "folders joined by commas are read as one sweep")
     add_analysis_options(p)
@@ -83,7 +88,7 @@ def section_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = section_options(Parser(prog="python -m analysis.document", description="One markdown report (tables, "
+    p = section_options(Parser(prog="python -m analysis report", description="One markdown report (tables, "
                                                                                "verdicts, plots) from sweep folders."))
     p.add_argument("--out", type=Path, help="folder of report.md and report_figures/ (default: the first SWEEP's "
                    "analysis/ folder)")
@@ -114,7 +119,7 @@ def grid_overrides(sweep_dir: Path) -> tuple[list[list[str]], str]:
     if path.exists():
         return [p["overrides"] for p in json.loads(path.read_text()).get("points") or []], f"read from {GRID_MANIFEST}"
     folders = find_point_folders(sweep_dir)
-    return [yaml.safe_load((f / ".hydra" / "overrides.yaml").read_text()) or [] for f in folders], \
+    return [yaml.safe_load((f / HYDRA_FOLDER / OVERRIDES_FILE).read_text()) or [] for f in folders], \
         f"read from the point folders: no {GRID_MANIFEST}"
 
 
@@ -140,11 +145,7 @@ def duration(seconds: float) -> str:
 
 def run_lines(sweep: Sweep) -> list[str]:
     """What the points' run.json files say about how they ran: versions, device, corpus, training time."""
-    records = []
-    for folder in sweep.points.folder:
-        path = Path(folder) / "run.json"
-        if path.exists():
-            records.append(json.loads(path.read_text()))
+    records = [record.to_json() for record in map(read_record, sweep.points.folder) if record is not None]
     versions = dict.fromkeys(", ".join(f"{k} {v}" for k, v in r["versions"].items()) for r in records
                              if r.get("versions"))
     devices = dict.fromkeys(f"{r['device']}" + (f", {r['cpu_threads']} CPU thread{'s' * (r['cpu_threads'] != 1)}"
@@ -186,7 +187,7 @@ def setup_markdown(section: "Section") -> str:
     lines = []
     for folder, name in zip(section.folders, section.names):
         lines += grid_lines(folder, name)
-    differing, shared = config_tables(section.sweep, section.params["keys"])
+    differing, shared = config_tables(section.analysis.sweep, section.analysis.keys)
     text = "\n\n".join(lines) + "\n"
     if len(differing):
         text += "\nResolved settings that differ between points (run.json):\n\n" + \
@@ -194,7 +195,7 @@ def setup_markdown(section: "Section") -> str:
     if len(shared):
         text += (f"\n<details><summary>Resolved settings shared by every point ({len(shared)} keys, run.json)"
                  f"</summary>\n\n{to_markdown(shared)}\n\n</details>\n")
-    run = run_lines(section.sweep)
+    run = run_lines(section.analysis.sweep)
     return text + ("\n" + "\n".join(f"- {line}" for line in run) + "\n" if run else "")
 
 
@@ -204,14 +205,14 @@ def cell_label(row, keys: list[str]) -> str:
 
 
 def verdicts_markdown(section: "Section") -> str:
-    tables, params = section.tables, section.params
-    keys = params["keys"]
+    a = section.analysis
+    tables, keys = a.tables, a.keys
     signature = tables["signature"][0]
     text = ("Collapse signature per cell (yes / partial / no with k/n seeds; its rule is printed with the "
             "signature table):\n\n"
             + "".join(f"- {cell_label(r, keys)}: {untrusted(r['seed signature'])}\n" for _, r in signature.iterrows()))
-    if params["interventions_summary"]:
-        text += "\nInterventions: " + " ".join(untrusted(line) for line in params["interventions_summary"]) + "\n"
+    if a.interventions_summary:
+        text += "\nInterventions: " + " ".join(untrusted(line) for line in a.interventions_summary) + "\n"
     factorial = tables["factorial"][0]
     if len(factorial):
         text += ("\nLR switch x WD switch, effects on the completed points' final values, 95% t intervals (the "
@@ -222,7 +223,7 @@ def verdicts_markdown(section: "Section") -> str:
             text += (f"- {untrusted(row['effect'])}{where}: unique tokens {untrusted(row['final unique tokens'])}, "
                      f"eval loss {untrusted(row['final eval loss'])}\n")
     decision = tables["decision"][1]
-    others = [k for k in keys if k != "hidden"]
+    others = [k for k in keys if k != a.size_key]
     for _, row in decision.iterrows():
         where = f" ({cell_label({k: fmt_value(row[k]) for k in others}, others)})" if others else ""
         flags = f"; flags: {untrusted(row['flags'])}" if row["flags"] else ""
@@ -236,9 +237,7 @@ def verdicts_markdown(section: "Section") -> str:
 class Section:
     folders: list[Path]       # absolute
     names: list[str]          # the folders' names
-    sweep: Sweep
-    tables: dict
-    params: dict
+    analysis: Analysis
     slug: str                 # prefix of its plots' file names
 
 
@@ -257,9 +256,8 @@ def load_section(spec: str, args, base: Path, used: set[str]) -> Section:
     folders = [(base / part).resolve() for part in spec.split(",") if part]
     if not folders:
         raise BadInput(f"empty SWEEP {spec!r}")
-    sweep, tables, params = analyse(folders, args)
     names = [f.name for f in folders]
-    return Section(folders, names, sweep, tables, params, slug_of(names, used))
+    return Section(folders, names, analysis_of(folders, args), slug_of(names, used))
 
 
 class Paths:
@@ -279,13 +277,21 @@ class Paths:
         return text
 
 
+def section_figures(section: Section) -> list[tuple[str, object]]:
+    """[(plot name, Figure or the path of a PNG to copy)]: the PNGs the tables command wrote into its default
+    folder (the first folder's analysis/) when they were drawn from this very Analysis, else new figures."""
+    from analysis.plots import drawn_plots, figures
+
+    drawn = drawn_plots(section.analysis, section.folders[0] / "analysis")
+    return [(p.name, p) for p in drawn] if drawn else figures(section.analysis)
+
+
 def section_markdown(section: Section, parts: list[str], level: int, heading: bool, paths: Paths,
                      figure_dir: Path) -> tuple[str, list[tuple[Path, object]]]:
-    """(markdown, [(png path, Figure)]) of one section: `parts` in order, each under a heading at `level`
-    (+1 under the section's own heading)."""
-    from analysis.plots import figures
-
-    tables, params = section.tables, section.params
+    """(markdown, [(png path, Figure or PNG to copy)]) of one section: `parts` in order, each under a heading at
+    `level` (+1 under the section's own heading)."""
+    a = section.analysis
+    tables = a.tables
     links = ", ".join(f"[{name}]({paths.show(f)})" for f, name in zip(section.folders, section.names))
     text, pngs = "", []
     if heading:
@@ -294,30 +300,30 @@ def section_markdown(section: Section, parts: list[str], level: int, heading: bo
         level += 1
     for part in parts:
         if part not in PARTS:  # one table, its phase rule with it
-            text += table_markdown(part, tables, params, level, phase_above=False) + "\n"
+            text += table_markdown(part, a, level, phase_above=False) + "\n"
             continue
         text += f"{'#' * level} {PART_TITLES[part]}\n\n"
         if part == "setup":
             text += setup_markdown(section)
         elif part == "points":
-            lines = [paths.scrub(line) for line in status_lines(section.sweep)]
+            lines = [paths.scrub(line) for line in status_lines(a.sweep)]
             text += lines[0] + "\n\n" + "".join(f"{line}\n" for line in lines[1:]) + "\n" * (len(lines) > 1)
-            text += table_markdown("points", tables, params, level + 1)
+            text += table_markdown("points", a, level + 1)
         elif part == "verdicts":
             text += verdicts_markdown(section)
         elif part == "plots":
-            for name, fig in figures(section.sweep, params):
+            for name, fig in section_figures(section):
                 path = figure_dir / f"{section.slug}-{name}"
                 pngs.append((path, fig))
-                text += f"![{PLOT_TEXT[name]}]({paths.show(path)})\n\n"
+                text += f"![{PLOT_TEXT[name].format(size=untrusted(a.size_key))}]({paths.show(path)})\n\n"
             text = text.rstrip("\n") + "\n"
         elif part == "tables":
-            text += "\n\n".join(rule_lines(params)) + "\n"
+            text += "\n\n".join(rule_lines(a)) + "\n"
             shown = [n for n in tables if n != "points" and len(tables[n][0])]
-            text += "".join(f"\n{table_markdown(n, tables, params, level + 1)}" for n in shown)
+            text += "".join(f"\n{table_markdown(n, a, level + 1)}" for n in shown)
             empty = [n for n in tables if n != "points" and not len(tables[n][0])]
             if empty:
-                text += "\nNot applicable here: " + "; ".join(f"{TITLES[n]} ({empty_reason(n, params)})"
+                text += "\nNot applicable here: " + "; ".join(f"{TITLES[n]} ({a.empty_reason(n)})"
                                                               for n in empty) + ".\n"
         text += "\n"
     return text.rstrip("\n") + "\n", pngs
@@ -350,7 +356,8 @@ def changed_options(args) -> str:
         if value != getattr(defaults, dest):
             option = "--" + dest.replace("_", "-")
             shown.append(option if value is True else f"{option} {' '.join(map(str, value))}"
-                         if isinstance(value, list) else f"{option} {value:g}")
+                         if isinstance(value, list) else f"{option} {value}" if isinstance(value, str)
+                         else f"{option} {value:g}")
     return " ".join(shown)
 
 
@@ -361,7 +368,7 @@ def section_title(section: Section) -> str:
         parts = folder.parts
         return "/".join(parts[len(parts) - parts[::-1].index("multirun"):]) if "multirun" in parts else folder.name
 
-    varying = section.sweep.swept
+    varying = section.analysis.sweep.swept
     return " + ".join(map(name, section.folders)) + (f" (varying {', '.join(varying)})" if varying else "")
 
 
@@ -462,7 +469,10 @@ def _main(argv: list[str]) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         for path, fig in pngs:
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_figure(fig, path)
+            if isinstance(fig, Path):  # drawn by the tables command from the same Analysis
+                shutil.copyfile(fig, path)
+            else:
+                save_figure(fig, path)
         with atomic_file(target) as handle:  # last, whole or not at all: never a half-written report
             handle.write(text)
     except KeyboardInterrupt as err:

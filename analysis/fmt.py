@@ -62,14 +62,18 @@ _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 # end a table cell (|), start math ($) or a code span (`); a `<` only where it could open HTML (a tag, a
 # comment), so that a rule's "<0.2" stays as written.
 _MARKDOWN = {"\\": "\\\\", "|": "\\|", "$": "\\$", "`": "\\`"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HTML = re.compile(r"<(?=[A-Za-z/!?])")
 
 
 def untrusted(value, target: str = "markdown") -> str:
     """`value` (a label, status, error or config value read from a run folder, which anyone may have written) as
     text that renders as itself: on one line, and in markdown ("markdown") without table breaks, HTML or math,
-    in matplotlib ("plot") without mathtext ($...$ would be parsed, and a bad expression aborts the figure)."""
+    in matplotlib ("plot") without mathtext ($...$ would be parsed, and a bad expression aborts the figure), on a
+    terminal ("text") without control characters (an escape sequence would restyle or clear the screen)."""
     text = _LINE_BREAKS.sub(" ", str(value))
+    if target == "text":
+        return _CONTROL.sub("?", text)
     if target == "plot":
         return text.replace("$", "\\$")
     return _HTML.sub("&lt;", "".join(_MARKDOWN.get(char, char) for char in text))

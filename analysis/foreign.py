@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bitnet.records import COMPLETED, DIVERGED, switch_steps
+from bitnet.records import COMPLETED, DIVERGED, RunRecord, run_record
 
 IMPORTED = "imported"  # a foreign run not known to have finished
 SUFFIXES = (".csv", ".txt")
@@ -51,7 +51,7 @@ class Labelling:
 class ForeignRun:
     path: Path
     labels: dict
-    record: dict         # a run.json as bitnet would write it, with only what is known
+    record: RunRecord    # a run.json as bitnet would write it, with only what is known
     frame: pd.DataFrame  # metrics.csv columns (mapped), numbers as read, one row per step
     warnings: list[str] = field(default_factory=list)  # e.g. a step written twice
 
@@ -269,7 +269,7 @@ def read_foreign(paths, labelling: Labelling | None = None) -> list[ForeignRun]:
     return runs
 
 
-def foreign_record(labels: dict, frame: pd.DataFrame, nonfinite: tuple[int, str] | None = None) -> dict:
+def foreign_record(labels: dict, frame: pd.DataFrame, nonfinite: tuple[int, str] | None = None) -> RunRecord:
     """A run.json for a foreign run: its labels as config, and nothing that the file and labels do not say. A
     loss written as nan or inf makes it `diverged` at that step, as bitnet records its own runs."""
     config = nested(labels)
@@ -285,11 +285,9 @@ def foreign_record(labels: dict, frame: pd.DataFrame, nonfinite: tuple[int, str]
     status = DIVERGED if nonfinite else COMPLETED if finished else IMPORTED
     if nonfinite:
         note = f"diverged: {nonfinite[1]} at step {nonfinite[0]}"
-    return {"status": status, "last_step": steps, "total_steps": steps,
-            "diverged_step": nonfinite[0] if nonfinite else None,
-            "eval_positions": None, "eval_unique_targets": None, "unigram_entropy": None,
-            "vocab_size": labels.get("data.vocab_size"),
-            "switch_steps": switch_steps(config), "config": config, "error": note}
+    return run_record(status, last_step=steps, total_steps=steps, diverged_step=nonfinite[0] if nonfinite else None,
+                      vocab_size=labels.get("data.vocab_size"), labels=labels, source="foreign CSV", config=config,
+                      error=note)
 
 
 def add_foreign_arguments(parser) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,19 +34,23 @@ import yaml
 
 from analysis.foreign import SUFFIXES as FOREIGN_SUFFIXES
 from analysis.foreign import Labelling, read_foreign
-from bitnet.records import CORE_COLUMNS, FINISHED_STATUSES, METRICS_FILE
-from bitnet.sweeper import GRID_MANIFEST
+from analysis.overrides import parse_override
+from bitnet.records import (CONFIG_FILE, CORE_COLUMNS, FINISHED_STATUSES, GRID_MANIFEST, HYDRA_FOLDER, METRICS_FILE,
+                            OVERRIDES_FILE, SWEEP_CONFIG, RecordError, RunRecord, read_record, torn_last_line)
 
 # Point statuses: the run statuses of bitnet/records.py (FINISHED_STATUSES: done), plus two that only the
 # loader can see.
 MISSING = "missing"      # in grid.json, no folder on disk
 NO_RECORD = "no_record"  # folder made by Hydra, but no run.json (starting, or rejected before training: see run.log)
 # Resolved config values worth a column even when not swept: they tell cells apart when several sweeps are
-# loaded together and they label the switches.
+# loaded together and they label the switches. Where a schedule switches is not among them: that is the
+# recorded lr_switch / wd_switch (run.json's switch_steps), not the `switch_step` key, which is null for the
+# midpoint.
 CONFIG_COLUMNS = ["hidden", "seed", "model.layers", "model.n_heads", "model.quant", "model.quantize_head",
-                  "lr.name", "lr.peak", "lr.switch_step", "lr.stage2_peak", "wd.name", "wd.value",
-                  "wd.switch_step", "wd.stage2_value", "train.steps", "train.batch_size", "train.label_smoothing",
-                  "train.grad_clip", "data.name", "data.vocab_size", "data.seq_len"]
+                  "lr.name", "lr.peak", "lr.stage2_peak", "wd.name", "wd.value", "wd.stage2_value", "train.steps",
+                  "train.batch_size", "train.label_smoothing", "train.grad_clip", "data.name", "data.vocab_size",
+                  "data.seq_len"]
+# What run.json states about each point (bitnet.records.RunRecord).
 RECORD_COLUMNS = ["params_total", "params_non_embedding", "eval_positions", "eval_unique_targets", "unigram_entropy",
                   "ln_vocab", "lr_switch", "wd_switch", "last_step", "total_steps", "error"]
 
@@ -75,29 +78,17 @@ class Sweep:
 
 
 # ---- the grid ---------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _parser():
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
-
-
-def _key(override) -> str:
-    key = override.key_or_group
-    return key if not override.package else f"{key}@{override.package}"
-
-
 @functools.lru_cache(maxsize=4096)
 def _parse_one(line: str) -> tuple[str, object] | None:
     """One override line -> (key, value), None for a deletion. Cached: the points of a sweep share most of their
-    lines, and Hydra's parser takes milliseconds a line (twice per point: grid.json and overrides.yaml)."""
-    [override] = _parser().parse_overrides([line])
-    return None if override.is_delete() else (_key(override), override.value())
+    lines (twice per point: grid.json and overrides.yaml)."""
+    override = parse_override(line)
+    return None if override.is_delete else (override.key, override.value)
 
 
 def parse_overrides(lines: list[str]) -> dict:
     """['hidden=32', '+intervention=standard'] -> {'hidden': 32, 'intervention': 'standard'}, values typed as
-    Hydra types them."""
+    Hydra types them (analysis.overrides); OverrideError on a line that is not one override."""
     pairs = [_parse_one(str(line)) for line in lines]
     return {key: copy.deepcopy(value) for key, value in filter(None, pairs)}  # a cached list is never shared
 
@@ -163,10 +154,10 @@ def _config_value(config: dict, flat: dict, key: str):
     return node.get("name") if isinstance(node, dict) else None
 
 
-def _resolved_config(folder: Path, record: dict | None) -> dict:
-    if record and isinstance(record.get("config"), dict):
-        return record["config"]
-    path = folder / ".hydra" / "config.yaml"
+def _resolved_config(folder: Path, record: RunRecord | None) -> dict:
+    if record and isinstance(record.config, dict) and record.config:
+        return record.config
+    path = folder / HYDRA_FOLDER / CONFIG_FILE
     if not path.exists():
         return {}
     config = yaml.safe_load(path.read_text()) or {}
@@ -218,7 +209,7 @@ def read_metrics(path: Path, warn=None) -> pd.DataFrame:
         return tidy_metrics(pd.DataFrame())
     # Parsed straight from the file, never held as text (a 200 MB metrics.csv read whole, split into lines and
     # copied took 5 GB): whether the last line is torn is told by its last bytes and the header alone.
-    torn = _torn_last_line(path)
+    torn = torn_last_line(path)
     if torn is not None and warn:
         warn(f"{path}: last line {torn!r} is torn (cut off mid-write), dropped")
     try:
@@ -232,27 +223,6 @@ def read_metrics(path: Path, warn=None) -> pd.DataFrame:
     if torn is not None and len(frame):
         frame = frame.iloc[:-1]
     return tidy_metrics(frame)
-
-
-def _torn_last_line(path: Path, tail: int = 65536) -> str | None:
-    """The last line when a kill mid-write cut it (no newline at the end, or fewer fields than the header),
-    else None. Reads the header and the file's last `tail` bytes only."""
-    with open(path, "rb") as handle:
-        header = handle.readline()
-        handle.seek(0, 2)
-        size = handle.tell()
-        if size <= len(header):  # the header alone (or less): nothing to drop
-            return None
-        handle.seek(max(len(header), size - tail))
-        end = handle.read()
-    text = end.decode("utf-8", errors="replace")
-    lines = text.splitlines()
-    if not lines:
-        return None
-    last = lines[-1]
-    if not text.endswith("\n") or last.count(",") < header.decode("utf-8", errors="replace").count(","):
-        return last
-    return None
 
 
 def tidy_metrics(frame: pd.DataFrame) -> pd.DataFrame:
@@ -290,51 +260,51 @@ def _switch_from_csv(metrics: pd.DataFrame, column: str):
 
 def load_point(folder: Path, sweep_dir: Path, warn=None) -> tuple[dict, pd.DataFrame]:
     folder = Path(folder)
-    record_path = folder / "run.json"
-    record = read_document(record_path, json.loads, dict, "a JSON object") if record_path.exists() else None
-    overrides_path = folder / ".hydra" / "overrides.yaml"
+    try:
+        record = read_record(folder)
+    except RecordError as err:
+        raise NotASweep(str(err)) from None
+    overrides_path = folder / HYDRA_FOLDER / OVERRIDES_FILE
     if overrides_path.exists():
         lines = read_document(overrides_path, lambda t: yaml.safe_load(t) or [], list, "a YAML list of overrides")
         try:
             overrides = parse_overrides([str(line) for line in lines])
-        except Exception as err:  # noqa: BLE001 - Hydra's parser errors: one line naming the file
-            raise NotASweep(f"{overrides_path}: not overrides as Hydra writes them: "
-                            f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+        except ValueError as err:  # one line naming the file
+            raise NotASweep(f"{overrides_path}: not overrides as Hydra writes them: {err}") from None
     else:  # a run folder written by bitnet.probe: its labels play the overrides' part
-        overrides = dict((record or {}).get("labels") or {})
-    metrics = read_metrics(folder / "metrics.csv", warn)
+        overrides = dict(record.labels) if record and isinstance(record.labels, dict) else {}
+    metrics = read_metrics(folder / METRICS_FILE, warn)
     return point_info(folder, sweep_dir, overrides, record, metrics), metrics
 
 
-def point_info(folder: Path, sweep_dir: Path, overrides: dict, record: dict | None, metrics: pd.DataFrame) -> dict:
+def point_info(folder: Path, sweep_dir: Path, overrides: dict, record: RunRecord | None,
+               metrics: pd.DataFrame) -> dict:
     """What the tables need to know about one point, from its overrides (or labels), run.json and metrics."""
     config = _resolved_config(folder, record)
     flat = flatten(config)
-    info = {"sweep": str(sweep_dir), "folder": str(folder), "status": record.get("status", NO_RECORD) if record else NO_RECORD,
-            "overrides": overrides}
+    info = {"sweep": str(sweep_dir), "folder": str(folder), "status": (record.status or NO_RECORD) if record else
+            NO_RECORD, "overrides": overrides}
     for key in CONFIG_COLUMNS:
         info[key] = _config_value(config, flat, key)
     info["_config"], info["_flat"] = config, flat
-    record = record or {}
-    params = record.get("params") or {}
-    switches = record.get("switch_steps")
+    record = record or RunRecord(status=NO_RECORD, switch_steps={})
+    params = record.params if isinstance(record.params, dict) else {}
+    switches = record.switch_steps if isinstance(record.switch_steps, dict) else {}
     for kind in ("lr", "wd"):
-        if isinstance(switches, dict) and kind in switches:
+        if kind in switches:  # as the run recorded it (bitnet.records fills it in for older records)
             info[f"{kind}_switch"] = switches[kind]
-        else:  # an older or absent run.json: read the switch off the CSV's stage column
+        else:  # a run measured elsewhere that does not say: its CSV's stage column, when it has one
             info[f"{kind}_switch"] = _switch_from_csv(metrics, f"{kind}_stage")
     info.update(params_total=params.get("total"), params_non_embedding=params.get("non_embedding"),
-                eval_positions=record.get("eval_positions"), eval_unique_targets=record.get("eval_unique_targets"),
-                unigram_entropy=record.get("unigram_entropy"),
-                ln_vocab=record.get("ln_vocab") or (math.log(record["vocab_size"]) if record.get("vocab_size") else None),
-                last_step=record.get("last_step"), total_steps=record.get("total_steps"),
-                error=record.get("error"))
+                eval_positions=record.eval_positions, eval_unique_targets=record.eval_unique_targets,
+                unigram_entropy=record.unigram_entropy, ln_vocab=record.ln_vocab, last_step=record.last_step,
+                total_steps=record.total_steps, error=record.error)
     return info
 
 
 # ---- a sweep ----------------------------------------------------------------------------------------------
 def find_point_folders(sweep_dir: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in Path(sweep_dir).rglob("overrides.yaml") if p.parent.name == ".hydra")
+    return sorted(p.parent.parent for p in Path(sweep_dir).rglob(OVERRIDES_FILE) if p.parent.name == HYDRA_FOLDER)
 
 
 def sort_inputs(paths) -> tuple[list[Path], list[Path], list[Path]]:
@@ -349,7 +319,7 @@ def sort_inputs(paths) -> tuple[list[Path], list[Path], list[Path]]:
             raise NotASweep(f"{path}: no such file or folder")
         if path.is_file():
             foreign.append(path)
-        elif (path / GRID_MANIFEST).exists() or (path / "multirun.yaml").exists():
+        elif (path / GRID_MANIFEST).exists() or (path / SWEEP_CONFIG).exists():
             sweeps.append(path)
         elif (path / METRICS_FILE).exists():
             runs.append(path)

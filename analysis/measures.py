@@ -10,7 +10,7 @@ from analysis.fmt import fmt_value, step_label
 from analysis.load import CONFIG_COLUMNS, Sweep
 from analysis.rules import (Rules, diverged, longest_stall, ratio_class, signature_parts, signature_verdict, token_class,
                             too_short, trajectory_class, verdict)
-from bitnet.records import FINISHED_STATUSES
+from bitnet.records import FINISHED_STATUSES, uncomputed
 
 # Collapse diagnostics (bitnet/diagnostics.py) that the diagnostics table shows at each point's deepest collapse
 # and final evaluation: (metrics.csv column, header, number format). unique_tokens is always shown; the others
@@ -19,11 +19,6 @@ DIAGNOSTICS = [("unique_tokens", "tokens", "tokens"), ("loss_gap", "loss gap", "
                ("hidden_cosine", "hidden cos", "cos"), ("effective_tokens", "eff. tokens", "eff"),
                ("softmax_entropy", "softmax entropy", "eff"), ("flip_rate", "flip rate", "rate"),
                ("zero_frac", "zero frac", "cos"), ("greedy_repeat3", "greedy rep3", "ratio")]
-# Config keys that change how a run executes but not what it computes: never a reason to keep points apart.
-EXECUTION_KEYS = {"seed", "device", "compile", "threads", "progress", "data.cache_dir"}
-# Preset helper values (grid.hidden, grid.horizon, ...): what they set is compared under the keys they set, so two
-# points that differ only there (a scale that gained a value between launches) are still seeds of one cell.
-PRESET_PREFIX = "grid."
 SEEDS_STEPS = (1000, 4000)  # the seeds' collapse ratio: tokens at step 4k / tokens at step 1k
 
 
@@ -42,7 +37,9 @@ def cell_keys(sweep: Sweep, pool: bool = False) -> tuple[list[str], list[str]]:
     cells = list(zip(*(known[k].astype(str) for k in keys))) if keys else [()] * len(known)
     differing = []
     for key in candidates:
-        if (key in keys or key in EXECUTION_KEYS or key.startswith(PRESET_PREFIX)
+        # seed: what seeds of one cell differ by; uncomputed keys (bitnet.records.UNCOMPUTED_KEYS: how a run
+        # executes, and the presets' grid.* helpers, compared under the keys they set) never keep points apart
+        if (key in keys or key == "seed" or uncomputed(key)
                 or key.startswith(swept_groups) and key not in CONFIG_COLUMNS):
             continue
         values = known[key].tolist() if key in known else [c.get(key) for c in configs]
@@ -316,30 +313,35 @@ def present_diagnostics(frame: pd.DataFrame) -> list[str]:
     return [c for c, _, _ in DIAGNOSTICS[1:] if c in frame and pd.to_numeric(frame[c], errors="coerce").notna().any()]
 
 
-def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: list[str]) -> pd.DataFrame:
+def per_point_diagnostics(sweep: Sweep, curves: dict, keys: list[str], columns: list[str],
+                          reasons: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """One row per point: the diagnostic `columns` (and unique tokens) at its deepest collapse (the evaluation
     with the fewest unique tokens, ties -> the earliest) and at its final evaluation (finished points only, as in
-    the other tables), with the verdict tags and the learning phase of each."""
+    the other tables), with the verdict tags and the learning phase of each. `reasons`: each point's (too short,
+    diverged) in the points' order when per_point has them already (else `unjudged` is asked here)."""
     columns = ["unique_tokens"] + [c for c in columns if c != "unique_tokens"]
     rows = []
-    for _, point in sweep.points.iterrows():
+    for i, (_, point) in enumerate(sweep.points.iterrows()):
         curve = curves[(point["sweep"], point["point"])]
-        short, blown = unjudged(sweep, point, curve)
-        evaluated = curve[curve["unique_tokens"].notna()] if "unique_tokens" in curve else curve.iloc[:0]
+        short, blown = reasons[i] if reasons is not None else unjudged(sweep, point, curve)
+        # the two rows by position, from each column's array: no copy of the wide frame, no Series per row
+        present = {c: curve[c].to_numpy() for c in columns if c in curve}
+        tokens = np.asarray(present["unique_tokens"], dtype=float) if "unique_tokens" in present else np.array([])
+        evaluated = np.flatnonzero(~np.isnan(tokens))
         flips = pd.to_numeric(curve["flip_rate"], errors="coerce").dropna() if "flip_rate" in curve else []
         median = float(flips.median()) if len(flips) else float("nan")
         row = {**{k: point[k] for k in keys}, "seed": point.get("seed"), "point": point["point"],
                "status": point["status"], "unigram_entropy": point.get("unigram_entropy"), "flip_median": median}
         finished = point["status"] in FINISHED_STATUSES and len(evaluated)
-        steps = {"deepest": evaluated["unique_tokens"].idxmin() if len(evaluated) else None,  # first minimum
-                 "final": evaluated.index[-1] if finished else None}
-        for where, step in steps.items():
-            row[f"step@{where}"] = step if step is not None else float("nan")
-            found = curve.loc[step] if step is not None else {}
-            values = {c: found.get(c, float("nan")) for c in columns}
+        positions = {"deepest": evaluated[np.argmin(tokens[evaluated])] if len(evaluated) else None,  # first minimum
+                     "final": evaluated[-1] if finished else None}
+        for where, position in positions.items():
+            row[f"step@{where}"] = curve.index[position] if position is not None else float("nan")
+            values = {c: present[c][position] if position is not None and c in present else float("nan")
+                      for c in columns}
             for column, value in values.items():
                 row[f"{column}@{where}"] = pd.to_numeric(value, errors="coerce")
             row[f"verdict@{where}"] = blown or short or "; ".join(verdict(values, median)) or "–"
-            row[f"phase@{where}"] = at(curve, step, "phase") if step is not None else ""
+            row[f"phase@{where}"] = curve["phase"].iat[position] if position is not None else ""
         rows.append(row)
     return pd.DataFrame(rows)

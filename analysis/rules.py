@@ -295,8 +295,8 @@ def counted(labels: list[str]) -> str:
 
 
 # ---- the scaling decision -----------------------------------------------------------------------------------
-def scaling_rule(rules: Rules) -> str:
-    return (f"at the late step, per hidden size (mean over seeds): diverse = more than {rules.diverse:g} tokens, "
+def scaling_rule(rules: Rules, size_key: str = "hidden") -> str:
+    return (f"at the late step, per {size_key} size (mean over seeds): diverse = more than {rules.diverse:g} tokens, "
             f"collapsed = at most {rules.collapse_level:g}. A: sizes from X up diverse, every smaller size "
             f"collapsed; B: none diverse and tokens do not rise with size; C: non-monotonic (a larger size in a "
             f"lower token class), gradual (diverse sizes above an in-between one) or plateau (tokens rise with "
@@ -318,24 +318,24 @@ def undecided_because(groups: list[dict], key: str) -> str:
     return f"undecided: {'; '.join(parts)}" if parts else ""
 
 
-def decide_scaling(sizes: list[dict], rules: Rules, varied=("lr",)) -> dict:
-    """sizes: [{hidden, tokens (mean over seeds, NaN when no point has it), seeds (n with a value), waiting
-    (["failed", "running"...] of the size's points without a value), short (too-short reasons, optional), values
-    (each seed's tokens, optional)}] in hidden order; `varied`: the sweep's keys, since advice about the LR
-    comes only from a sweep that varies it. Seeds of one size in different bands (`band`) leave it
+def decide_scaling(sizes: list[dict], rules: Rules, varied=("lr",), size_key: str = "hidden") -> dict:
+    """sizes: [{<size_key>: the size, tokens (mean over seeds, NaN when no point has it), seeds (n with a
+    value), waiting (["failed", "running"...] of the size's points without a value), short (too-short reasons,
+    optional), values (each seed's tokens, optional)}] in size order; `varied`: the sweep's keys, since advice
+    about the LR comes only from a sweep that varies it. Seeds of one size in different bands (`band`) leave it
     undecided: a class is never read off their mean. Returns {outcome, pattern, meaning, flags}."""
-    unjudged = undecided_because(sizes, "hidden")
+    unjudged = undecided_because(sizes, size_key)
     if unjudged:
         return {"outcome": "undecided", "pattern": "–", "flags": "", "meaning": unjudged}
     split = [s for s in sizes if len({band(t, rules) for t in s.get("values", [])}) > 1]
     if split:
         return {"outcome": "undecided", "pattern": "–", "flags": "", "meaning": "undecided: seeds disagree at " + "; ".join(
-            f"{_num(s['hidden'])} ({', '.join(_num(t) for t in s['values'])} tokens: "
+            f"{_num(s[size_key])} ({', '.join(_num(t) for t in s['values'])} tokens: "
             f"{counted([band(t, rules) for t in s['values']])})" for s in split)}
     if len(sizes) < 2:
         return {"outcome": "undecided", "pattern": "–", "flags": "",
-                "meaning": "undecided: needs two or more hidden sizes"}
-    hidden = [s["hidden"] for s in sizes]
+                "meaning": f"undecided: needs two or more {size_key} sizes"}
+    values = [s[size_key] for s in sizes]
     tokens = [s["tokens"] for s in sizes]
     flags = []
     if min(s["seeds"] for s in sizes) < rules.min_seeds:
@@ -345,10 +345,10 @@ def decide_scaling(sizes: list[dict], rules: Rules, varied=("lr",)) -> dict:
     if diverse[0]:
         flags.insert(0, "smallest size already diverse")
     if any(later < earlier for i, earlier in enumerate(ranks) for later in ranks[i + 1:]):
-        worse = next(h for i, h in enumerate(hidden) if any(ranks[i] < r for r in ranks[:i]))
+        worse = next(h for i, h in enumerate(values) if any(ranks[i] < r for r in ranks[:i]))
         flags.insert(0, "non-monotonic")
         return {"outcome": "C", "pattern": "non-monotonic", "flags": "; ".join(flags),
-                "meaning": f"mixed: hidden {_num(worse)} falls into a lower token class than a smaller size; "
+                "meaning": f"mixed: {size_key} {_num(worse)} falls into a lower token class than a smaller size; "
                            f"check the runs, then investigate"}
     if all(diverse):
         return {"outcome": "–", "pattern": "no collapse at any size", "flags": "; ".join(flags),
@@ -356,13 +356,14 @@ def decide_scaling(sizes: list[dict], rules: Rules, varied=("lr",)) -> dict:
                            "or a longer run)"}
     rising = all(b > a for a, b in zip(tokens, tokens[1:]))
     if any(diverse):
-        x = hidden[diverse.index(True)]
-        below = [t for h, t in zip(hidden, tokens) if h < x]
+        x = values[diverse.index(True)]
+        below = [t for h, t in zip(values, tokens) if h < x]
         if all(rules.collapsed(t) for t in below):
             return {"outcome": "A", "pattern": f"monotonic, threshold at {_num(x)}", "flags": "; ".join(flags),
-                    "meaning": f"scaling fixes it: hidden ≥ {_num(x)} stays diverse, every smaller size collapses"}
+                    "meaning": f"scaling fixes it: {size_key} ≥ {_num(x)} stays diverse, every smaller size "
+                               f"collapses"}
         return {"outcome": "C", "pattern": "gradual", "flags": "; ".join(flags),
-                "meaning": f"mixed: tokens rise with size without a sharp threshold (hidden ≥ {_num(x)} diverse, "
+                "meaning": f"mixed: tokens rise with size without a sharp threshold ({size_key} ≥ {_num(x)} diverse, "
                            f"smaller sizes in between){_advice(varied, 'combine a larger model with a reduced LR')}"}
     if rising:
         return {"outcome": "C", "pattern": "plateau" if rules.collapsed(tokens[-1]) else "gradual, none diverse",

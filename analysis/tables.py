@@ -8,7 +8,8 @@
   trajectory    per cell: first collapse, minimum, recovery factor, loss during the collapse, trajectory class
   interventions one row per arm of a sweep over anything but size: trajectory, minimum, final tokens and phase
   signature     per cell: the investigation's collapse signature (yes / partial / no, k/n seeds) and its parts
-  decision      over hidden sizes: A scaling fixes it, B no threshold, C mixed, or undecided (what it waits for)
+  decision      over sizes (--size-key, default hidden): A scaling fixes it, B no threshold, C mixed, or
+                undecided (what it waits for)
   factorial     LR switch x WD switch: main effects and interaction on final tokens and eval loss
   diagnostics   the collapse diagnostics at each point's deepest collapse and final evaluation, with a verdict
   effects       two-level factorial (each swept key two values): main effects and two-way interactions on the
@@ -17,9 +18,9 @@
                 axis value (analysis/phase_map.py)
 
 With several seeds per cell every number is the mean over seeds with its 95% t interval [lo, hi]; the CSVs
-carry the mean, <col>_lo and <col>_hi, and n. `build_tables` also returns the notes printed under each
-table: the rule behind every class and verdict in it. The command: `python -m analysis.tables SWEEP_DIR`
-(analysis/report.py).
+carry the mean, <col>_lo and <col>_hi, and n. analysis.core.analyse builds them all, with the notes printed
+above each table: the rule behind every class and verdict in it. The command: `python -m analysis tables
+SWEEP_DIR` (analysis/render.py).
 """
 
 from __future__ import annotations
@@ -28,23 +29,12 @@ import sys
 
 import pandas as pd
 
-from analysis.cells import CLIPPED_NOTE, cells, keys_display, per_cell, tokens_with_phase, verdicts_over_seeds
-from analysis.factorial import NotFactorial, effects_table
-from analysis.fmt import NA, fmt_cell, fmt_int, fmt_value, step_label, untrusted
+from analysis.cells import cells, keys_display, per_cell, tokens_with_phase, verdicts_over_seeds
+from analysis.fmt import NA, fmt_cell, fmt_int, fmt_value, step_label
 from analysis.load import Sweep
-from analysis.measures import (DIAGNOSTICS, cell_keys, data_errors, default_collapse_steps, default_steps,
-                               evaluated_steps, per_point, per_point_diagnostics, per_transition, point_curves,
-                               present_diagnostics)
-from analysis.phase_map import NotAStar, phase_map_table
-from analysis.rules import (CHURN_FACTOR, COSINE_HIGH, FEW_TOKENS, REPEAT_HIGH, UNIGRAM_GAP, Rules, diverged_rule,
-                            label_summary, phases_summary, scaling_rule, signature_rule, too_short_rule,
-                            trajectory_rule, unreachable_classes)
+from analysis.measures import DIAGNOSTICS
+from analysis.rules import Rules, label_summary, phases_summary, unreachable_classes
 from analysis.stats import CELLS, factorial_effects
-from analysis.verdict_tables import decision_table, interventions_table, signature_table, trajectory_table
-
-
-class BadStep(ValueError):
-    """A step asked for on the command line that no point evaluated."""
 
 
 # ---- the tables ---------------------------------------------------------------------------------------------
@@ -282,126 +272,11 @@ EMPTY = {
 }
 
 
-def empty_reason(name: str, params: dict) -> str:
-    """Why table `name` has no rows: what this sweep lacks (it quotes the sweep's values, so it is escaped for
-    markdown), else the table's standing requirement."""
-    return untrusted(params.get("why_empty", {}).get(name) or EMPTY.get(name, "no rows"))
-
-
-def _optional(build, refusal, *args) -> tuple[tuple[pd.DataFrame, pd.DataFrame], list[str], str]:
-    """((markdown, csv), notes, why empty) of a table that refuses some sweeps with a one-line reason."""
-    try:
-        md, csv, notes = build(*args)
-        return (md, csv), notes, ""
-    except refusal as err:
-        return (pd.DataFrame(), pd.DataFrame()), [], str(err)
-
-
 def phase_note(rules: Rules) -> str:
     return f"Learning phase: {rules.phase_rule()}."
 
 
-def _check_steps(name: str, steps, evaluated: list[int]) -> None:
-    never = [s for s in steps if s not in evaluated]
-    if never:
-        shown = ", ".join(map(str, evaluated[:12])) + (", ..." if len(evaluated) > 12 else "")
-        raise BadStep(f"{name}: step {', '.join(map(str, never))} was never evaluated by any point "
-                      f"(evaluated steps: {shown or 'none'})")
+if __name__ == "__main__":  # `python -m analysis.tables`: an alias of `python -m analysis tables`
+    from analysis.cli import run
 
-
-def build_tables(sweep: Sweep, steps: list[int] | None = None, collapse_steps: tuple[int, int] | None = None,
-                 rules: Rules = Rules(), pool: bool = False):
-    """({name: (markdown frame, csv frame)}, params): params holds the steps, early, late, cell keys, the
-    per-point frames, the interventions summary lines and `notes` ({table name: [lines printed above it]}: the
-    rules behind its classes).
-    Raises BadStep for a requested step that no point evaluated."""
-    curves = point_curves(sweep, rules)
-    keys, differing = cell_keys(sweep, pool)
-    evaluated = evaluated_steps(curves)
-    if steps:
-        _check_steps("--steps", steps, evaluated)
-    steps = sorted(steps) if steps else default_steps(sweep, curves)
-    if collapse_steps:
-        _check_steps("--collapse-steps", collapse_steps, evaluated)
-        (early, late), why = collapse_steps, "as asked (--collapse-steps)"
-    else:
-        early, late, why = default_collapse_steps(sweep, curves)
-    pp = per_point(sweep, curves, steps, early, late, keys, rules)
-    tr = per_transition(sweep, curves, keys)
-    diagnostics = present_diagnostics(sweep.frame)
-    dp = per_point_diagnostics(sweep, curves, keys, diagnostics)
-    md, csv, summaries = interventions_table(pp, keys, rules)
-    effects, effects_notes, effects_why = _optional(effects_table, NotFactorial, pp, keys)
-    phase_map, phase_map_notes, phase_map_why = _optional(phase_map_table, NotAStar, pp, keys)
-    tables = {
-        "points": points_table(sweep),
-        "results": results_table(pp, keys, steps),
-        "transition": transition_table(tr, keys),
-        "size": size_table(pp, keys, rules),
-        "collapse": collapse_table(pp, keys, early, late),
-        "trajectory": trajectory_table(pp, keys),
-        "interventions": (md, csv),
-        "signature": signature_table(pp, keys),
-        "decision": decision_table(pp, keys, late, rules),
-        "factorial": factorial_table(sweep, pp, keys),
-        "diagnostics": diagnostics_table(dp, keys, diagnostics),
-        "effects": effects,
-        "phase_map": phase_map,
-    }
-    phase = phase_note(rules)
-    notes = {
-        "transition": [phase],
-        "size": [f"Collapse in S1: at most {rules.collapse_level:g} unique tokens before the switch.", phase],
-        "collapse": [f"Collapse ratio = tokens at step {step_label(late)} / tokens at step {step_label(early)} ({why}); "
-                     f"classes: <0.2 strong, 0.2-0.5 moderate, 0.5-0.8 minimal collapse, 0.8-1 stable, >1 rising. "
-                     f"Status: 1-5 complete, 6-10 severe, 11-30 partial collapse, 31-100 questionable, 101-500 "
-                     f"acceptable, 500+ very good; a class needing more distinct predictions than evaluated "
-                     f"positions is unreachable.", phase],
-        "trajectory": [f"Trajectory: {trajectory_rule(rules)}. Minimum: the fewest unique tokens (first on ties); "
-                       f"loss into the minimum: from the first row with a loss to the minimum's row (eval loss when "
-                       f"the runs have one, else training loss). Longest plateau: the longest stretch of consecutive "
-                       f"evaluations at or below {rules.collapse_level:g} unique tokens, whether or not a switch ends "
-                       f"it, with the learning phases on it.", phase],
-        "interventions": [f"Summary: {line}" for line in summaries] + [f"Trajectory: {trajectory_rule(rules)}.", phase],
-        "signature": [f"Rule: {signature_rule(rules)}. The investigation's runs: about 2 tokens for most of stage 1 "
-                      f"while the loss stalls near ln V, then at the WD switch a drop of about 3 nats and about 10 "
-                      f"tokens. A healthy run's brief few-token moment (the unigram phase) is not it: its loss keeps "
-                      f"falling.", phase],
-        "decision": [f"Rule: {scaling_rule(rules)}. The first seed note says diverse = >100 tokens, the second "
-                     f"takes 50+ at 768 as the threshold: set it with --diverse. Flags: non-monotonic; smallest "
-                     f"size already diverse; fewer than {rules.min_seeds} seeds per size."],
-        "factorial": ["Effects on the cell means of completed points, 95% t intervals (pooled within-cell "
-                      "variance); interaction = difference of differences."],
-        "diagnostics": [f"Deepest collapse = the evaluation with the fewest unique tokens (ties: the earliest). Verdict: "
-                        f"unigram phase = |loss gap| < {UNIGRAM_GAP} nats and <= {FEW_TOKENS} tokens; representation "
-                        f"collapse = hidden cos > {COSINE_HIGH}; weights churning = flip rate > {CHURN_FACTOR:g}x the "
-                        f"point's median; greedy output loops = greedy rep3 >= {REPEAT_HIGH}. Empty cells: not measured "
-                        f"at that row.", phase],
-        "effects": effects_notes + [f"Release window: {rules.release_window:g} of the run's total steps after "
-                                    f"the switch (--release-window)."],
-        "phase_map": phase_map_notes + [f"Release window: {rules.release_window:g} of the run's total steps after "
-                                        f"the switch (--release-window).", phase],
-    }
-    if differing:
-        notes["points"] = [
-            f"Points that differ in {', '.join(differing)} (not only in seed) are "
-            + ("POOLED as seeds anyway (--pool)." if pool else "kept in separate cells; --pool averages them as seeds.")]
-    notes["points"] = notes.get("points", []) + data_errors(pp)
-    for name, (_, csv) in tables.items():
-        if any(csv[c].eq(True).any() for c in csv.columns if str(c).endswith("_clipped")):
-            notes.setdefault(name, []).append(CLIPPED_NOTE)
-    unjudged = [rule for rule, column in ((too_short_rule(), "too_short"), (diverged_rule(), "diverged"))
-                if (pp[column] != "").any()]
-    if unjudged:  # said under every table that classes points, only when some point is not classed
-        for name in ("size", "collapse", "trajectory", "interventions", "signature", "decision", "diagnostics"):
-            notes.setdefault(name, []).insert(0, f"Not classed: {'; '.join(unjudged)}.")
-    return tables, {"steps": steps, "early": early, "late": late, "why": why, "keys": keys, "differing": differing,
-                    "per_point": pp, "interventions_summary": summaries, "diagnostics": diagnostics,
-                    "per_point_diagnostics": dp, "notes": notes, "rules": rules, "curves": curves,
-                    "why_empty": {"effects": effects_why, "phase_map": phase_map_why}}
-
-
-if __name__ == "__main__":  # `python -m analysis.tables`: the command lives in analysis/report.py
-    from analysis.report import main
-
-    sys.exit(main())
+    sys.exit(run("tables"))

@@ -1,6 +1,6 @@
 """The verdict tables: per-cell collapse trajectory, one row per intervention arm with its summary, the
-collapse signature, and the scaling decision over hidden sizes. Each one's rule is in analysis.rules and is
-printed above it (analysis.tables.build_tables' notes)."""
+collapse signature, and the scaling decision over sizes (the values of --size-key, hidden by default). Each
+one's rule is in analysis.rules and is printed above it (the notes of analysis.core.analyse)."""
 
 from __future__ import annotations
 
@@ -59,21 +59,22 @@ def signature_table(pp: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd
     return md, table
 
 
-def arm_keys(keys: list[str]) -> list[str]:
+def arm_keys(keys: list[str], size_key: str = "hidden") -> list[str]:
     """The keys of an intervention sweep's arms: every cell key but the size."""
-    return [k for k in keys if k != "hidden"]
+    return [k for k in keys if k != size_key]
 
 
-def interventions_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+def interventions_table(pp: pd.DataFrame, keys: list[str], rules: Rules, size_key: str = "hidden"
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """One row per arm (per size, when size is swept too), in the order the sweep declares the arms, and one
     summary line per size naming the arms that end collapsed and those that do not."""
-    arms = arm_keys(keys)
+    arms = arm_keys(keys, size_key)
     if not arms:
         return pd.DataFrame(), pd.DataFrame(), []
     md, table = trajectory_table(pp, keys)
     md = md.drop(columns=["first collapse", "final / minimum", "loss into the minimum", "longest plateau"])
     summaries = []
-    for size, block in (pp.groupby("hidden", dropna=False, sort=False) if "hidden" in keys else [(None, pp)]):
+    for size, block in (pp.groupby(size_key, dropna=False, sort=False) if size_key in keys else [(None, pp)]):
         entries = []
         for arm, seeds in block.groupby(arms, dropna=False, sort=False):
             arm = arm if isinstance(arm, tuple) else (arm,)
@@ -84,40 +85,42 @@ def interventions_table(pp: pd.DataFrame, keys: list[str], rules: Rules) -> tupl
             judged = seeds[(seeds.diverged == "") & seeds.status.isin(FINISHED_STATUSES)]
             entries.append({"arm": label, "final_tokens": list(judged.final_tokens), "waiting": waiting,
                             "short": [r for r in seeds.too_short if r], "diverged": int((seeds.diverged != "").sum())})
-        prefix = f"hidden={fmt_value(size)}: " if size is not None else ""
+        prefix = f"{size_key}={fmt_value(size)}: " if size is not None else ""
         summaries.append(prefix + intervention_summary(entries, rules))
     return md, table, summaries
 
 
-def _phase_by_hidden(sizes: list[dict]) -> str:
+def _phase_by_size(sizes: list[dict], size_key: str) -> str:
     phases = {s["phase"] for s in sizes}
     if len(phases) == 1:
         return phases.pop()
-    return "; ".join(f"{fmt_value(s['hidden'])}: {s['phase']}" for s in sizes)
+    return "; ".join(f"{fmt_value(s[size_key])}: {s['phase']}" for s in sizes)
 
 
-def decision_table(pp: pd.DataFrame, keys: list[str], late: int, rules: Rules) -> tuple[pd.DataFrame, pd.DataFrame]:
-    if "hidden" not in keys:
+def decision_table(pp: pd.DataFrame, keys: list[str], late: int, rules: Rules, size_key: str = "hidden"
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per group of the other keys, the scaling decision over the values of `size_key` (the size axis)."""
+    if size_key not in keys:
         return pd.DataFrame(), pd.DataFrame()
-    others = [k for k in keys if k != "hidden"]
+    others = arm_keys(keys, size_key)
     rows = []
     for group, block in (pp.groupby(others, dropna=False, sort=False) if others else [((), pp)]):
         group = group if isinstance(group, tuple) else (group,)
         sizes = []
-        for hidden, seeds in block.sort_values("hidden", kind="stable").groupby("hidden", sort=False):
+        for size, seeds in block.sort_values(size_key, kind="stable").groupby(size_key, sort=False):
             have = seeds.tokens_late.notna() & (seeds.unjudged == "")
             waiting = seeds.tokens_late.isna() | (seeds.diverged != "")
-            sizes.append({"hidden": hidden, "tokens": seeds.tokens_late[have].mean() if have.any() else float("nan"),
+            sizes.append({size_key: size, "tokens": seeds.tokens_late[have].mean() if have.any() else float("nan"),
                           "seeds": int(have.sum()), "phase": phases_summary(list(seeds.phase_late[have])),
                           "values": list(seeds.tokens_late[have]),
                           "waiting": [s for s in dict.fromkeys(seeds.status[waiting & (seeds.too_short == "")])],
                           "short": [r for r in seeds.too_short if r]})
-        decision = decide_scaling(sizes, rules, keys)
+        decision = decide_scaling(sizes, rules, keys, size_key)
         rows.append({**dict(zip(others, group)), "step": late,
-                     "tokens by hidden": "; ".join(f"{fmt_value(s['hidden'])}: {fmt_value(s['tokens'], 'tokens')}"
+                     f"tokens by {size_key}": "; ".join(f"{fmt_value(s[size_key])}: {fmt_value(s['tokens'], 'tokens')}"
                                                    for s in sizes if s["seeds"]),
-                     "phase by hidden": _phase_by_hidden([s for s in sizes if s["seeds"]]),
-                     f"diverse (>{rules.diverse:g})": ", ".join(fmt_value(s["hidden"]) for s in sizes
+                     f"phase by {size_key}": _phase_by_size([s for s in sizes if s["seeds"]], size_key),
+                     f"diverse (>{rules.diverse:g})": ", ".join(fmt_value(s[size_key]) for s in sizes
                                                              if s["seeds"] and s["tokens"] > rules.diverse) or "none",
                      "seeds per size": "/".join(str(s["seeds"]) for s in sizes),
                      **decision})

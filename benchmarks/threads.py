@@ -13,7 +13,6 @@ how idle worker threads wait (ACTIVE spins, PASSIVE sleeps; unset lets libgomp s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bitnet.records import read_record
 
 # OMP_WAIT_POLICY only matters with worker threads, so not for 1 thread; on a 2-core machine "all" is 2.
 SETTINGS = [("1", None), ("2", None), ("2", "PASSIVE"), ("all", None), ("all", "PASSIVE")]
@@ -44,7 +45,7 @@ def one_run(work: Path, name: str, threads: str, policy: str | None, steps: int,
     if result.returncode:
         sys.exit(f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-2000:]}")
     wall = time.perf_counter() - tic
-    return wall, json.loads((folder / "run.json").read_text())["elapsed_s"]
+    return wall, read_record(folder).elapsed_s
 
 
 def main() -> None:

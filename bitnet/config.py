@@ -11,9 +11,9 @@ Each component owns its keys, their allowed values and its own checks, next to i
 The defaults are in conf/ (the YAML files); a key missing from the composed config is an error. `RunConfig`
 holds the components and the top-level keys, checks the rules that span components (checkpoints on
 evaluation rows, warmup within the run, prompts within the context, stage1_only needs a switch) and derives
-what training needs from them (last step, evaluation steps, switch steps, fingerprint). Building it is the
-whole config check: `RunConfig.from_config(cfg)` raises `ConfigError` with a one-line message at the first
-bad key. `bitnet.validate` adds the checks that need this machine and the data.
+what training needs from them (last step, evaluation steps, switch steps, fingerprint), which run.json records
+(`recorded_facts`). Building it is the whole config check: `RunConfig.from_config(cfg)` raises `ConfigError`
+with a one-line message at the first bad key. `bitnet.validate` adds the checks that need this machine and the data.
 """
 
 from __future__ import annotations
@@ -32,22 +32,17 @@ from bitnet.keys import ConfigError, Keys
 from bitnet.loggers import LoggerConfig
 from bitnet.model import ModelConfig
 from bitnet.optim import OptimConfig
+from bitnet.records import computed_part
 from bitnet.schedules import LRSchedule, WDSchedule
 
 PRECISIONS = ("auto", "bf16", "fp32")
-# Keys that change how a run is executed but not what it computes: a checkpoint stays valid across them.
-EXECUTION_KEYS = ("device", "compile", "threads", "progress", "logger")
-# Keys a run's fingerprint leaves out: the execution keys, and `grid` (the sizes, seeds and horizons presets
-# interpolate into the keys they set, which are compared there), so that a scale gaining a grid value does not
-# turn the finished points of every preset into "another config".
-UNCOMPUTED_KEYS = (*EXECUTION_KEYS, "grid")
 
 
 def config_fingerprint(resolved: dict) -> str:
-    """What a resolved config computes, as a short hash (UNCOMPUTED_KEYS left out). Computed from the config a
-    run.json records, not read from it, so that runs recorded under an older rule compare by content."""
-    content = {key: value for key, value in resolved.items() if key not in UNCOMPUTED_KEYS}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    """What a resolved config computes, as a short hash (bitnet.records.UNCOMPUTED_KEYS left out). Computed from
+    the config a run.json records, not read from it, so that runs recorded under an older rule compare by
+    content."""
+    return hashlib.sha256(json.dumps(computed_part(resolved), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -186,6 +181,14 @@ class RunConfig:
     def eval_steps(self) -> EvaluationSteps:
         """Steps with an evaluation row: 0, every `eval.every` steps and the last step."""
         return EvaluationSteps(self.last_step, self.eval.every)
+
+    @property
+    def recorded_facts(self) -> dict:
+        """What run.json states about the run's course, derived here once (bitnet.records.RunRecord): the steps
+        that run, the horizon, where each schedule switches and how often it is evaluated. The analysis reads
+        these and never derives them again."""
+        return {"last_step": self.last_step, "total_steps": self.train.steps, "switch_steps": self.switch_steps,
+                "eval_every": self.eval.every}
 
     @cached_property
     def fingerprint(self) -> str:

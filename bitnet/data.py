@@ -272,8 +272,7 @@ class BatchSampler:
     data position) can be saved and restored independently of the model's RNG."""
 
     def __init__(self, ids: torch.Tensor, batch_size: int, seq_len: int, seed: int):
-        if len(ids) <= seq_len + 1:
-            raise ValueError(f"the training split has {len(ids)} tokens, fewer than data.seq_len={seq_len}+1")
+        check_training_room(len(ids), seq_len)
         self.ids, self.batch_size, self.seq_len = ids, batch_size, seq_len
         self.generator = torch.Generator().manual_seed(seed)
         self._offsets = torch.arange(seq_len + 1)
@@ -310,13 +309,34 @@ def max_eval_positions(val_ids: torch.Tensor, seq_len: int) -> int:
     return (len(val_ids) - 1) // seq_len * seq_len
 
 
+# The corpus rules a run needs, checked here for the sampler and the evaluation set and, from the split sizes
+# alone, by bitnet.validate before anything is built.
+def check_training_room(train_tokens: int, seq_len: int) -> None:
+    """ValueError unless the training split holds a window of seq_len tokens and its next tokens."""
+    if train_tokens <= seq_len + 1:
+        raise ValueError(f"data.seq_len={seq_len}: the training split has only {train_tokens} tokens; allowed up to "
+                         f"{max(train_tokens - 2, 0)}")
+
+
+def check_eval_room(val_tokens: int, seq_len: int, positions: int, val_fraction: float | None = None) -> None:
+    """ValueError unless the held-out split has room for `positions` scored positions (make_eval_set's rule).
+    `val_fraction`: the split's share, named in the message when a run's config chose it."""
+    room = max(0, max_eval_positions(range(val_tokens), seq_len))
+    fraction = "" if val_fraction is None else f", data.val_fraction={val_fraction:g}"
+    if room == 0 and val_fraction is not None:
+        raise ValueError(f"data.val_fraction={val_fraction:g}: the held-out split has only {val_tokens} tokens, too "
+                         f"few for one window of data.seq_len={seq_len}; allowed: a larger data.val_fraction (at most "
+                         f"0.5), a smaller data.seq_len or a larger corpus")
+    if not 1 <= positions <= room:
+        larger = "larger than the held-out split, which has" if positions > room else "the held-out split has"
+        raise ValueError(f"eval.positions={positions}: {larger} room for 1..{room} positions at data.seq_len="
+                         f"{seq_len} ({val_tokens} held-out tokens{fraction})")
+
+
 def make_eval_set(val_ids: torch.Tensor, positions: int, seq_len: int) -> EvalSet:
     """Evenly spaced, non-overlapping windows across the held-out split: no randomness, so every step and
     every grid point with the same data config scores exactly the same positions."""
-    available = max_eval_positions(val_ids, seq_len)
-    if positions < 1 or positions > available:
-        raise ValueError(f"eval.positions={positions}: the held-out split has room for 1..{available} "
-                         f"positions at data.seq_len={seq_len}")
+    check_eval_room(len(val_ids), seq_len, positions)
     windows = -(-positions // seq_len)
     room = len(val_ids) - seq_len - 1
     starts = torch.linspace(0, room, windows).long() if windows > 1 else torch.zeros(1, dtype=torch.long)

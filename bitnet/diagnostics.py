@@ -30,14 +30,6 @@ from bitnet.records import atomic_file
 if TYPE_CHECKING:  # only read from a composed config; bitnet.probe's users need no omegaconf
     from bitnet.keys import Keys
 
-LAYER_COLUMNS = ["step", "layer", "zero_frac", "flip_rate", "latent_rms"]
-GENERATION_COLUMNS = ["greedy_distinct1", "greedy_distinct2", "greedy_repeat3",
-                      "sampled_distinct1", "sampled_distinct2", "sampled_repeat3"]
-PARAMETER_GROUP_COLUMNS = ["embed_rms", "head_rms", "norm_gain_rms", "final_norm_rms"]
-DIAGNOSTIC_COLUMNS = ["loss_gap", "effective_tokens", "hidden_cosine", "zero_frac", "flip_rate", "latent_rms",
-                      "grad_norm", *GENERATION_COLUMNS, "softmax_entropy", *PARAMETER_GROUP_COLUMNS, "logit_std"]
-
-
 def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
     """Entropy in nats of the token histogram: the cross-entropy of the best context-free predictor."""
     counts = torch.bincount(ids.flatten(), minlength=vocab_size).double()
@@ -125,7 +117,7 @@ def _is_norm(module: torch.nn.Module) -> bool:
 
 @torch.no_grad()
 def parameter_group_rms(model: torch.nn.Module) -> dict:
-    """RMS of the parameter groups that decay on every parameter shrinks (PARAMETER_GROUP_COLUMNS):
+    """RMS of the parameter groups that decay on every parameter shrinks (bitnet.records.PARAMETER_GROUP_COLUMNS):
 
     embed_rms       the input token embedding (the first nn.Embedding)
     head_rms        the LM head: `get_output_embeddings()` (Hugging Face), else a module named `head` or

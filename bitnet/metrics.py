@@ -8,9 +8,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-DIVERSITY_COLUMNS = ("unique_tokens", "unique_targets", "pred_entropy", "top1_share")
-
-
 def prediction_diversity(predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
     """predictions, targets: 1-D integer tensors over the same positions.
 

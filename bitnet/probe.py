@@ -31,18 +31,15 @@ import torch.nn.functional as F
 
 from bitnet import __version__
 from bitnet.data import EvalSet, make_eval_set
-from bitnet.diagnostics import DIAGNOSTIC_COLUMNS, CosineAccumulator, parameter_group_rms, unigram_entropy
+from bitnet.diagnostics import CosineAccumulator, parameter_group_rms, unigram_entropy
 from bitnet.metrics import effective_tokens, prediction_diversity
 from bitnet.phases import learning_phase
-from bitnet.records import (COMPLETED, CORE_COLUMNS, METRICS_FILE, RUNNING, MetricsCSV, switch_steps,
-                            write_record)
+from bitnet.records import METRIC_COLUMNS  # noqa: F401 - the columns a Probe writes, public here too
+from bitnet.records import COMPLETED, METRICS_FILE, RUNNING, MetricsCSV, run_record, write_record
 from bitnet.setup_check import Finding, check_setup, peak_lr, report  # noqa: F401 - bitnet.probe.check_setup is public
 
 if TYPE_CHECKING:
     from bitnet.loggers import LoggerConfig
-
-# Every metrics.csv bitnet writes has these columns, in this order (step, loss, unique_tokens first).
-METRIC_COLUMNS = [*CORE_COLUMNS, *DIAGNOSTIC_COLUMNS]
 
 
 def split_output(output) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -271,17 +268,14 @@ class Probe:
     def record(self, status: str, **extra) -> dict:
         """Write run.json. Unknowns are null: the analysis reports them as unknown."""
         steps = (self.config.get("train") or {}).get("steps")
-        record = {
-            "status": status, "step": self.step, "last_step": steps, "total_steps": steps,
-            "params": self.params or {"total": None},
-            **measurement_facts(self.eval_set, self.vocab_size, self.unigram_entropy),
-            "switch_steps": switch_steps(self.config), "labels": self.labels, "source": self.source,
-            "versions": versions(),
-            "metrics_csv": METRICS_FILE, "config": self._known_config(), "settings": self.settings,
-            "setup_findings": self.setup_findings, **extra}
+        record = run_record(status, step=self.step, last_step=steps, total_steps=steps,
+                            params=self.params or {"total": None},
+                            **measurement_facts(self.eval_set, self.vocab_size, self.unigram_entropy),
+                            labels=self.labels, source=self.source, versions=versions(), config=self._known_config(),
+                            settings=self.settings, setup_findings=self.setup_findings, **extra)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_record(self.out_dir, record)
-        return record
+        return record.to_json()
 
     def finish(self, status: str = COMPLETED, **extra) -> dict:
         """Close metrics.csv and mark the run finished (completed, or e.g. failed with error=...)."""

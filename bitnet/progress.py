@@ -11,8 +11,7 @@ import json
 import shlex
 from pathlib import Path
 
-from bitnet.records import FINISHED_STATUSES, read_record
-from bitnet.sweeper import GRID_MANIFEST
+from bitnet.records import FINISHED_STATUSES, GRID_MANIFEST, read_record
 
 
 def grid_folders(sweep_dir: Path) -> list[Path]:
@@ -37,9 +36,9 @@ def point_banner(sweep_dir: Path, job_num: int, at_once: int = 1) -> str | None:
     if not folders or not 0 <= job_num < len(folders):
         return None
     line = f"point {job_num + 1} of {len(folders)} ({folders[job_num].name})"
-    records = [read_record(folder) or {} for folder in folders]
-    times = [r["elapsed_s"] for r in records if r.get("status") in FINISHED_STATUSES and r.get("elapsed_s")]
-    to_go = sum(r.get("status") not in FINISHED_STATUSES for r in records)  # this one included
+    records = [read_record(folder) for folder in folders]
+    times = [r.elapsed_s for r in records if r and r.status in FINISHED_STATUSES and r.elapsed_s]
+    to_go = sum(not r or r.status not in FINISHED_STATUSES for r in records)  # this one included
     if times and to_go:
         mean = sum(times) / len(times)
         parallel = f", {at_once} at a time" if at_once > 1 else ""
@@ -59,4 +58,5 @@ def sweep_summary(sweep_dir: Path, outcomes: list[str]) -> str:
     return (f"sweep finished, {len(outcomes)} point(s): {counts} (skipped: finished in an earlier launch, or "
             f"another process is training it)\n"
             f"results: {folder}\n"
-            f"analyse it: python -m analysis.tables {shlex.quote(str(folder))}")
+            f"analyse it: python -m analysis.tables {shlex.quote(str(folder))}\n"
+            f"diagnose each run (is it collapsing, and why?): bitnet-diagnose {shlex.quote(str(folder))}")

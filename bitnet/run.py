@@ -138,24 +138,29 @@ def resume_command(out_dir: Path) -> str:
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> str | None:
     """Train one point; in a sweep, return how it ended (bitnet.progress.OUTCOMES) for the sweep's summary."""
+    from bitnet.callbacks import take_validated
     from bitnet.devices import concurrent_jobs, current_job_num
     from bitnet.progress import point_banner
     from bitnet.train import DifferentConfig, Run, signal_name
-    from bitnet.validate import ConfigError, validate
+    from bitnet.validate import ConfigError, validate_job
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    if hydra_cfg.mode != RunMode.RUN:  # a single run was validated before its folder existed (bitnet.callbacks)
+    # A single run was validated before its folder existed (bitnet.callbacks); a sweep's point is validated here
+    validated = take_validated(cfg) if hydra_cfg.mode == RunMode.RUN else None
+    if validated is None:
         try:
-            validate(cfg)
+            validated = validate_job(cfg)
         except ConfigError as err:
             exit_with(f"error: {err}", 2)  # before anything is trained or written
+    if hydra_cfg.mode != RunMode.RUN:
         banner = point_banner(Path(hydra_cfg.sweep.dir), current_job_num(), concurrent_jobs())
         if banner:
             log.info(banner)
+    config, corpus = validated
     stop_on_sigterm()
     try:
-        record = Run(cfg, out_dir).run()
+        record = Run(config, out_dir, corpus=corpus).run()
     except DifferentConfig as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one refused point: the sweep runs the others, reports it at the end
             log.error(f"error: {err}")
@@ -164,14 +169,14 @@ def main(cfg: DictConfig) -> str | None:
     except OSError as err:
         if err.errno not in DISK_FULL or hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # in a sweep: that point fails, the sweep reports it at the end
-        status = (read_record(out_dir) or {}).get("status")
+        status = getattr(read_record(out_dir), "status", None)
         recorded = (f"{out_dir} is recorded as {status}" if status == "failed" else
                     f"{out_dir}/run.json could not be updated either (it still says {status})")
         exit_with(f"error: {err.strerror} while writing {err.filename or out_dir}: {recorded}; free some space and "
                   f"run the same command again (it resumes from the last checkpoint)", 1)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: resumable, not an error
         name = signal_name(err)
-        step = (read_record(out_dir) or {}).get("step", 0)
+        step = getattr(read_record(out_dir), "step", None) or 0
         exit_with(f"interrupted by {name} at step {step}: {out_dir.resolve()} is recorded as interrupted; to resume "
                   f"from its last checkpoint, run: {resume_command(out_dir)}", 128 + signal.Signals[name].value)
     if record.get("busy"):
@@ -184,6 +189,7 @@ def main(cfg: DictConfig) -> str | None:
     log.info(f"metrics: {csv_path}")
     if csv_path.exists():
         log.info(summary_table(csv_path))
+        log.info(f"is it collapsing, and why? bitnet-diagnose {shlex.quote(str(out_dir))}")
     return "skipped" if record.get("skipped") else record["status"]
 
 

@@ -14,13 +14,10 @@ import math
 from dataclasses import dataclass
 
 from bitnet.keys import ConfigError, Keys, check_choice
+from bitnet.switches import midpoint, switch_at
 
 LR_SCHEDULES = ("constant", "linear", "cosine", "two_stage")
 WD_SCHEDULES = ("constant", "two_stage", "cosine")
-
-
-def midpoint(total_steps: int) -> int:
-    return total_steps // 2
 
 
 class TwoStage:
@@ -58,9 +55,7 @@ class TwoStage:
 
     @property
     def switch(self) -> int | None:
-        if self.name != "two_stage":
-            return None
-        return midpoint(self.total_steps) if self.switch_step is None else self.switch_step
+        return switch_at(self.name, self.switch_step, self.total_steps)
 
     def stage(self, step: int) -> int:
         return 2 if self.switch is not None and step >= self.switch else 1

@@ -156,7 +156,8 @@ def _head_findings(model) -> list[Finding]:
     if isinstance(head, BitLinear) and head.quantizes_weights:
         findings.append(Finding(
             "quantized_head", "the LM head is a quantized BitLinear", type(head).__name__,
-            "the recipe keeps the head in full precision; this project's quantized-head runs ended collapsed",
+            "the recipe keeps the head in full precision; in this project's runs with a 200-step stage 1 a quantized "
+            "head stayed on a unigram plateau (with a 600-step stage 1 it recovered: docs/diagnose.md)",
             "model.quantize_head=false (bitnet), or an nn.Linear head", ERROR))
     bitlinears = any(isinstance(m, BitLinear) for m in model.modules())
     if isinstance(model, BitNetLM):
@@ -197,3 +198,46 @@ def report(findings: list[Finding], emit=print) -> list[dict]:
     for finding in findings:
         emit(finding.line())
     return [finding.as_dict() for finding in findings]
+
+
+def _plain(node) -> bool:
+    """True when a recorded config holds only plain values (no `${...}`, which OmegaConf would resolve)."""
+    if isinstance(node, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in node.items())
+    if isinstance(node, list):
+        return all(_plain(v) for v in node)
+    return not (isinstance(node, str) and "${" in node)
+
+
+def check_recorded(config: dict) -> list[Finding]:
+    """The findings for a bitnet run from its recorded (resolved) config alone, for run folders written before
+    the setup check existed: the model is built on the meta device (no memory, no weights) from the `model`
+    section and the optimizer from `optim` with the first step's decay (`wd.value`), as the run built them.
+    Raises ValueError (one line) when the config cannot be read that way (not bitnet's, older keys, or text that
+    would be an interpolation: a recorded config is data, never resolved)."""
+    from omegaconf import OmegaConf
+
+    from bitnet.keys import Keys
+    from bitnet.model import ModelConfig
+    from bitnet.optim import OptimConfig
+
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("model", "optim", "lr", "wd")):
+        raise ValueError("no model, optim, lr and wd sections in the recorded config")
+    if not _plain(config):
+        raise ValueError("the recorded config holds `${...}` text, which is never resolved")
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    vocab, seq_len = data.get("vocab_size"), data.get("seq_len")
+    if not (isinstance(vocab, int) and isinstance(seq_len, int) and vocab > 0 and seq_len > 0):
+        raise ValueError("no data.vocab_size / data.seq_len in the recorded config")
+    keys = Keys(OmegaConf.create({k: config[k] for k in ("model", "optim")}))
+    try:
+        model_config = ModelConfig.from_keys(keys.sub("model"), vocab_size=vocab, max_seq_len=seq_len)
+        optim_config = OptimConfig.from_keys(keys.sub("optim"))
+        with torch.device("meta"):
+            model = model_config.build(vocab)
+        optimizer = optim_config.build(model, torch.device("cpu"), weight_decay=float(config["wd"].get("value", 0)))
+    except Exception as err:  # noqa: BLE001 - any reason it cannot be rebuilt is reported as one line
+        raise ValueError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from None
+    peak = config["lr"].get("peak")
+    return check_setup(model, optimizer, lr=float(peak) if isinstance(peak, (int, float)) else None,
+                       width=model_config.hidden)

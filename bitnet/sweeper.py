@@ -41,12 +41,11 @@ from hydra.core.override_parser.types import ValueType
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf, open_dict, read_write
 
-from bitnet.records import atomic_file, point_folder
+from bitnet.records import GRID_MANIFEST, RECORD_FILE, SWEEP_CONFIG, atomic_file, point_folder
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED = 10  # bad points printed one per line; the rest are counted
-GRID_MANIFEST = "grid.json"  # in the sweep folder: every point's overrides and folder, read by the analysis
 
 
 def _outside(subdir: str, sweep_dir: Path) -> str | None:
@@ -94,19 +93,24 @@ class ValidatingSweeper(BasicSweeper):
             self.config.hydra.overrides.hydra.append(
                 f"hydra.job.config.override_dirname.exclude_keys=[{','.join(exclude)}]")
 
-    def validate_points(self, points: Sequence[Sequence[str]]) -> None:
-        """Compose and validate every point; on any error print one line per bad point and exit 2."""
+    def compose_points(self, points: Sequence[Sequence[str]]) -> list:
+        """Every point's composed config, once (after `name_points_by_varying_keys`: the folder names are part of
+        it), for `validate_points` and `point_folders` alike."""
+        assert self.hydra_context is not None and self.config is not None
+        return [self.hydra_context.config_loader.load_sweep_config(self.config, list(point)) for point in points]
+
+    def validate_points(self, points: Sequence[Sequence[str]], configs: list) -> None:
+        """Validate every point's composed config; on any error print one line per bad point and exit 2."""
         from bitnet.validate import ConfigError, validate
 
-        assert self.hydra_context is not None and self.config is not None
+        assert self.config is not None
         launcher = str(OmegaConf.select(self.config, "hydra.launcher._target_", default="") or "")
         check_device = not _is_remote(launcher)
         varying = self._varying_keys(points)
         cache: dict = {}
         bad = []
         tic = time.perf_counter()
-        for number, point in enumerate(points):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(point))
+        for number, (point, config) in enumerate(zip(points, configs)):
             try:
                 validate(config, device=check_device, cache=cache)
             except ConfigError as err:
@@ -122,15 +126,13 @@ class ValidatingSweeper(BasicSweeper):
             sys.stderr.flush()
             sys.exit(2)
 
-    def point_folders(self, points: Sequence[Sequence[str]], sweep_dir: Path) -> list[dict]:
+    def point_folders(self, points: Sequence[Sequence[str]], configs: list, sweep_dir: Path) -> list[dict]:
         """Every point in launch order with its overrides and its folder (relative to the sweep folder), as
         Hydra composes them for the job. A folder that is not one folder directly inside the sweep folder (a
         custom hydra.sweep.subdir with `..` or `/`) is refused, one line per point, exit 2, before anything is
         written: Hydra would write the point's .hydra/ files there, possibly into another run's folder."""
-        assert self.hydra_context is not None and self.config is not None
         entries, bad = [], []
-        for number, point in enumerate(points):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(point))
+        for number, (point, config) in enumerate(zip(points, configs)):
             with open_dict(config):
                 config.hydra.job.num = number  # a subdir may name the job number; the launcher sets it the same way
             folder = str(OmegaConf.select(config, "hydra.sweep.subdir"))
@@ -171,7 +173,7 @@ class ValidatingSweeper(BasicSweeper):
         parser = OverridesParser.create()
         new_names = {point_folder(get_overrides_dirname(parser.parse_overrides(list(point)), list(settings.exclude_keys),
                                                         settings.item_sep, settings.kv_sep)) for point in points}
-        old_names = sorted(p.parent.name for p in sweep_dir.glob("*/run.json"))
+        old_names = sorted(p.parent.name for p in sweep_dir.glob(f"*/{RECORD_FILE}"))
         renamed = [name for name in old_names if name not in new_names]
         if renamed:
             varying = ", ".join(sorted(self._varying_keys(points))) or "none"
@@ -221,14 +223,15 @@ class ValidatingSweeper(BasicSweeper):
 
         # Every point, before anything is launched or written.
         points = [point for batch in self.overrides for point in batch]
-        self.validate_points(points)
         self.name_points_by_varying_keys(points)
+        configs = self.compose_points(points)
+        self.validate_points(points, configs)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        folders = self.point_folders(points, sweep_dir)
+        folders = self.point_folders(points, configs, sweep_dir)
         self.warn_about_renamed_points(points, sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, sweep_dir / SWEEP_CONFIG)
         self.write_grid_manifest(folders, sweep_dir)
 
         returns: List[Sequence[JobReturn]] = []

@@ -9,6 +9,7 @@ missing rows.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -21,23 +22,21 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from bitnet.config import UNCOMPUTED_KEYS, RunConfig, config_fingerprint
-from bitnet.data import BatchSampler, make_eval_set
+from bitnet.config import RunConfig, config_fingerprint
+from bitnet.data import BatchSampler, Corpus, make_eval_set
 from bitnet.devices import assign_device, cpu_threads
-from bitnet.diagnostics import (LAYER_COLUMNS, WeightTracker, generation_prompts, generation_report,
-                                parameter_group_rms, unigram_entropy)
+from bitnet.diagnostics import (WeightTracker, generation_prompts, generation_report, parameter_group_rms,
+                                unigram_entropy)
 from bitnet.loggers import start_trackers
-from bitnet.probe import METRIC_COLUMNS, evaluate, measurement_facts, versions
+from bitnet.probe import evaluate, measurement_facts, versions
 from bitnet.quant import drop_latent_weights
 from bitnet.setup_check import check_setup, report
-from bitnet.records import (COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED, LOCK_FILE,
-                            METRICS_FILE, RUNNING, MetricsCSV, atomic_file, deferred_signals, finished_step,
-                            point_lock, read_record, remove_stale_temporaries, write_record)
+from bitnet.records import (CHECKPOINT_FILE, COMPLETED, DIVERGED, FAILED, FINISHED_STATUSES, INTERRUPTED,
+                            LAYER_COLUMNS, LAYERS_FILE, LOCK_FILE, METRIC_COLUMNS, METRICS_FILE, RUNNING, MetricsCSV,
+                            RunRecord, atomic_file, deferred_signals, finished_step, point_lock, read_record,
+                            remove_stale_temporaries, run_record, torn_last_line, uncomputed, write_record)
 
 log = logging.getLogger("bitnet")
-
-CHECKPOINT_FILE = "checkpoint.pt"
-LAYERS_FILE = "layers.csv"
 
 
 class Diverged(RuntimeError):
@@ -64,10 +63,11 @@ class DifferentConfig(ValueError):
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """`key: old -> new` for every leaf that differs between two resolved configs (UNCOMPUTED_KEYS aside)."""
+    """`key: old -> new` for every leaf that differs between two resolved configs (bitnet.records.UNCOMPUTED_KEYS
+    aside)."""
     differences = []
     for key in sorted(set(old) | set(new), key=str):
-        if not prefix and key in UNCOMPUTED_KEYS:
+        if uncomputed(f"{prefix}{key}"):
             continue
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
@@ -94,8 +94,11 @@ def autocast_for(device: torch.device, precision: str):
 class Run:
     """One grid point. `run()` trains it (or resumes it, or skips it when it already finished)."""
 
-    def __init__(self, config: RunConfig | DictConfig, out_dir: Path):
+    def __init__(self, config: RunConfig | DictConfig, out_dir: Path, corpus: Corpus | None = None):
+        """`config`: the validated RunConfig (bitnet.validate.validate_job), or a composed config to build it
+        from; `corpus`: its corpus when the validation loaded it already."""
         self.config = config if isinstance(config, RunConfig) else RunConfig.from_config(config)
+        self.given_corpus = corpus
         self.out_dir = Path(out_dir)
         self.csv_path = self.out_dir / METRICS_FILE
         self.layers_path = self.out_dir / LAYERS_FILE
@@ -112,7 +115,7 @@ class Run:
         device = resolve_device(config.device)
         if device.type == "cpu":
             torch.set_num_threads(cpu_threads(config.threads))
-        self.corpus = config.data.load(log=log.info)
+        self.corpus = self.given_corpus or config.data.load(log=log.info)
         self.eval_set = make_eval_set(self.corpus.val_ids, config.eval.positions, config.data.seq_len)
         self.build_training(device, self.corpus.vocab_size, self.corpus.train_ids)
         self.setup_findings = report(check_setup(self.model, self.optimizer, lr=config.lr.peak,
@@ -139,19 +142,17 @@ class Run:
         self.sampler = BatchSampler(train_ids, config.train.batch_size, config.data.seq_len, seed=config.seed)
 
     def _record(self, status: str, **extra) -> dict:
-        record = {
-            "status": status, "step": self.step, "last_step": self.last_step, "total_steps": self.total_steps,
-            "params": self.counts, **measurement_facts(self.eval_set, self.corpus.vocab_size, self.unigram_entropy),
-            "corpus": {"fingerprint": self.corpus.fingerprint, "train_tokens": len(self.corpus.train_ids),
-                       "val_tokens": len(self.corpus.val_ids)},
-            "switch_steps": self.config.switch_steps,
-            "device": str(self.device), "cpu_threads": torch.get_num_threads() if self.device.type == "cpu" else None,
-            "elapsed_s": round(self.elapsed, 2), "config_fingerprint": self.fingerprint,
-            "versions": versions(), "metrics_csv": METRICS_FILE, "config": self.config.resolved,
-            "setup_findings": getattr(self, "setup_findings", None), **extra}
+        record = run_record(
+            status, step=self.step, **self.config.recorded_facts, params=self.counts,
+            **measurement_facts(self.eval_set, self.corpus.vocab_size, self.unigram_entropy), source="bitnet",
+            corpus={"fingerprint": self.corpus.fingerprint, "train_tokens": len(self.corpus.train_ids),
+                    "val_tokens": len(self.corpus.val_ids)},
+            device=str(self.device), cpu_threads=torch.get_num_threads() if self.device.type == "cpu" else None,
+            elapsed_s=round(self.elapsed, 2), config_fingerprint=self.fingerprint, versions=versions(),
+            config=self.config.resolved, setup_findings=getattr(self, "setup_findings", None), **extra)
         write_record(self.out_dir, record)
         self.status = status
-        return record
+        return record.to_json()
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def _save_checkpoint(self) -> None:
@@ -187,11 +188,14 @@ class Run:
             return None
         return state
 
-    def _load_checkpoint(self, previous: dict | None) -> bool:
+    def _load_checkpoint(self, previous: RunRecord | None) -> bool:
         state = self._read_checkpoint()
         if state is None:
             return False
-        if state["fingerprint"] != self.fingerprint:
+        # A checkpoint taken under an older fingerprint rule carries that rule's hash: it is this config's when
+        # the run.json written with it records this config by content and that same hash.
+        recorded_alike = self._same_config(previous) and state["fingerprint"] == previous.config_fingerprint
+        if state["fingerprint"] != self.fingerprint and not recorded_alike:
             raise DifferentConfig(self._different_config(previous, "a checkpoint"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -206,19 +210,20 @@ class Run:
         MetricsCSV.truncate_after(self.layers_path, self.step)
         return True
 
-    def _same_config(self, previous: dict | None) -> bool:
+    def _same_config(self, previous: RunRecord | None) -> bool:
         """Whether the folder's run.json records this config: its recorded config fingerprinted by today's rule
         (a run recorded before a rule change still matches by content), else its recorded fingerprint."""
-        recorded = (previous or {}).get("config")
-        if isinstance(recorded, dict):
-            return config_fingerprint(recorded) == self.fingerprint
-        return (previous or {}).get("config_fingerprint") == self.fingerprint
+        if previous is None:
+            return False
+        if isinstance(previous.config, dict) and previous.config:
+            return config_fingerprint(previous.config) == self.fingerprint
+        return previous.config_fingerprint == self.fingerprint
 
-    def _different_config(self, previous: dict | None, what: str) -> str:
+    def _different_config(self, previous: RunRecord | None, what: str) -> str:
         """One line: the folder, what of the other config is in it, and the keys that differ."""
         shown = ""
-        if previous and isinstance(previous.get("config"), dict):
-            differences = config_differences(previous["config"], self.config.resolved)
+        if previous and isinstance(previous.config, dict) and previous.config:
+            differences = config_differences(previous.config, self.config.resolved)
             more = f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
             shown = f" ({'; '.join(differences[:5])}{more})" if differences else ""
         return (f"{self.out_dir} holds {what} of a different config{shown}; rerun with that config to continue "
@@ -290,14 +295,14 @@ class Run:
     def _run_locked(self) -> dict:
         remove_stale_temporaries(self.out_dir)  # left by a process killed mid-write; nobody else writes here now
         previous = read_record(self.out_dir)
-        if previous and previous.get("status") in FINISHED_STATUSES:
+        if previous and previous.status in FINISHED_STATUSES:
             if not self._same_config(previous):
-                raise DifferentConfig(self._different_config(previous, f"a {previous['status']} run"))
+                raise DifferentConfig(self._different_config(previous, f"a {previous.status} run"))
             self._drop_torn_rows(previous)
-            log.info(f"Already {previous['status']} at step {finished_step(previous)}: {self.csv_path} (skipped)")
-            return {**previous, "skipped": True}
+            log.info(f"Already {previous.status} at step {finished_step(previous)}: {self.csv_path} (skipped)")
+            return {**previous.to_json(), "skipped": True}
 
-        if previous and not self._same_config(previous) and previous.get("config_fingerprint") is not None \
+        if previous and not self._same_config(previous) and previous.config_fingerprint is not None \
                 and self.checkpoint_path.exists():
             # The record says the checkpoint is another config's: refused before anything is built or loaded.
             raise DifferentConfig(self._different_config(previous, "a checkpoint"))
@@ -312,9 +317,10 @@ class Run:
             raise  # the folder belongs to another config: leave its record alone
         except BaseException as err:  # e.g. the data went missing, the folder is not writable: leave a record
             status = INTERRUPTED if isinstance(err, KeyboardInterrupt) else FAILED
-            write_record(self.out_dir, {**(previous or {}), "status": status, "error": f"{type(err).__name__}: {err}",
-                                        "config_fingerprint": self.fingerprint, "metrics_csv": METRICS_FILE,
-                                        "config": self.config.resolved})
+            failed = previous or run_record(status, **self.config.recorded_facts, source="bitnet")
+            write_record(self.out_dir, dataclasses.replace(failed, status=status, error=f"{type(err).__name__}: {err}",
+                                                           config_fingerprint=self.fingerprint,
+                                                           config=self.config.resolved))
             raise
         log.info(f"Resuming from the checkpoint at step {self.step}" if resumed else
                  f"Training from step 0 in {self.out_dir}")
@@ -350,12 +356,12 @@ class Run:
                         handle.close()
             self.trackers.finish(self.status)
 
-    def _drop_torn_rows(self, previous: dict) -> None:
+    def _drop_torn_rows(self, previous: RunRecord) -> None:
         """A finished point's CSVs end in a complete row; a torn tail (a crash mid-write in an older version, a
         copy cut short) is cut off so that it does not stay forever."""
         for path in (self.csv_path, self.layers_path):
-            if MetricsCSV.ends_torn(path):
-                kept = MetricsCSV.truncate_after(path, int(previous["step"]))
+            if torn_last_line(path) is not None:
+                kept = MetricsCSV.truncate_after(path, int(previous.step))
                 log.warning(f"{path} ended in a torn row; cut it off ({kept} complete rows kept)")
 
     def _loop(self, csv: MetricsCSV, resumed: bool) -> dict:

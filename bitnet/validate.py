@@ -17,7 +17,8 @@ in four layers, in this order (the data before the resources, so the vocabulary 
    the disk where they go; estimated from the config's sizes, in microseconds.
 
 `python -m bitnet.run` prints the message as `error: <message>` and exits 2; the validating sweeper
-(bitnet.sweeper) checks every grid point of a `-m` sweep this way before launching any.
+(bitnet.sweeper) checks every grid point of a `-m` sweep this way before launching any. A job validates with
+`validate_job`, which also returns the corpus the data check loaded: the job trains that config and that corpus.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import torch
 from omegaconf import DictConfig
 
 from bitnet.config import RunConfig
-from bitnet.data import TEXT_SUFFIXES, DataConfig, cache_folder, max_eval_positions, read_corpus, text_files
+from bitnet.data import (TEXT_SUFFIXES, Corpus, DataConfig, cache_folder, check_eval_room, check_training_room,
+                         read_corpus, text_files)
 from bitnet.devices import assign_device, usable_cores
 from bitnet.keys import ConfigError, first_line, show
 
-__all__ = ["ConfigError", "validate", "split_sizes"]
+__all__ = ["ConfigError", "validate", "validate_job"]
 
 
 # ---- 2. the machine ----------------------------------------------------------------------------------------
@@ -73,22 +75,15 @@ def _check_text_files(data: DataConfig) -> None:
                           f"{available / TOKENIZE_BYTES_PER_TEXT_BYTE / 2**20:,.0f} MiB (a sample of it, or a part)")
 
 
-def split_sizes(data: DataConfig, cache: dict | None = None) -> tuple[int, int]:
-    """(training tokens, held-out tokens) of the configured corpus, through the tokenizer cache. `cache`
-    keeps the sizes per data config across calls (the grid points of a sweep)."""
-    if cache is not None and data in cache:
-        return cache[data]
+def load_checked(data: DataConfig) -> Corpus:
+    """The configured corpus through the tokenizer cache; ConfigError (one line) when it cannot be loaded."""
     try:
-        corpus = data.load(log=lambda *_: None)
+        return data.load(log=lambda *_: None)
     except (OSError, ValueError) as err:
         raise ConfigError(first_line(err)) from None
     except RuntimeError as err:  # e.g. a corpus too small to hold out a single block
         raise ConfigError(f"data.val_fraction={show(data.val_fraction)}: no held-out split can be made from this "
                           f"corpus ({_corpus_tokens(data)}): {first_line(err)}") from None
-    sizes = (len(corpus.train_ids), len(corpus.val_ids))
-    if cache is not None:
-        cache[data] = sizes
-    return sizes
 
 
 def _corpus_tokens(data: DataConfig) -> str:
@@ -100,23 +95,25 @@ def _corpus_tokens(data: DataConfig) -> str:
         return "too few tokens"
 
 
-def _check_data(config: RunConfig, cache: dict | None) -> None:
+def _check_data(config: RunConfig, cache: dict | None) -> Corpus | None:
+    """The corpus rules (bitnet.data) on the split sizes; returns the corpus loaded for them (None when `cache`,
+    shared by the grid points of a sweep, already held this data config's sizes)."""
     data = config.data
     _check_text_files(data)
-    train_tokens, val_tokens = split_sizes(data, cache)
-    seq_len, positions = data.seq_len, config.eval.positions
-    if train_tokens <= seq_len + 1:
-        raise ConfigError(f"data.seq_len={seq_len}: the training split has only {train_tokens} tokens; "
-                          f"allowed up to {max(train_tokens - 2, 0)}")
-    room = max(0, max_eval_positions(range(val_tokens), seq_len))  # the rule of make_eval_set, on a length
-    if room == 0:
-        raise ConfigError(f"data.val_fraction={show(data.val_fraction)}: the held-out split has only "
-                          f"{val_tokens} tokens, too few for one window of data.seq_len={seq_len}; allowed: a "
-                          f"larger data.val_fraction (at most 0.5), a smaller data.seq_len or a larger corpus")
-    if positions > room:
-        raise ConfigError(f"eval.positions={positions}: larger than the held-out split, which has room for "
-                          f"1..{room} positions at data.seq_len={seq_len} ({val_tokens} held-out tokens, "
-                          f"data.val_fraction={show(data.val_fraction)})")
+    corpus = None
+    if cache is not None and data in cache:
+        train_tokens, val_tokens = cache[data]
+    else:
+        corpus = load_checked(data)
+        train_tokens, val_tokens = len(corpus.train_ids), len(corpus.val_ids)
+        if cache is not None:
+            cache[data] = (train_tokens, val_tokens)
+    try:
+        check_training_room(train_tokens, data.seq_len)
+        check_eval_room(val_tokens, data.seq_len, config.eval.positions, data.val_fraction)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return corpus
 
 
 def validate(cfg: DictConfig, *, device: bool = True, data: bool = True, cache: dict | None = None) -> RunConfig:
@@ -126,16 +123,25 @@ def validate(cfg: DictConfig, *, device: bool = True, data: bool = True, cache: 
     split (loads the corpus through the tokenizer cache). cache: a dict shared across calls (grid points) so
     that each distinct data config is loaded once.
     """
+    return _validate(cfg, device, data, cache)[0]
+
+
+def validate_job(cfg: DictConfig) -> tuple[RunConfig, Corpus]:
+    """Every check, for the job about to train: the RunConfig it trains and the corpus the data check loaded,
+    so that the job builds neither again (bitnet.run hands both to bitnet.train.Run)."""
+    return _validate(cfg, True, True, None)
+
+
+def _validate(cfg: DictConfig, device: bool, data: bool, cache: dict | None) -> tuple[RunConfig, Corpus | None]:
     from bitnet.preflight import check_fits, results_folder
 
     config = RunConfig.from_config(cfg)
     if device:
         _check_device(config)
     config.logger.check_installed()
-    if data:
-        _check_data(config, cache)
+    corpus = _check_data(config, cache) if data else None
     try:  # memory and disk, from the config's sizes (bitnet.preflight); after the data: the vocabulary is real
         check_fits(config, results_folder(cfg), assign_device(config.device, job_num=0) if device else None)
     except ValueError as err:
         raise ConfigError(first_line(err)) from None
-    return config
+    return config, corpus

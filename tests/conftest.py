@@ -133,23 +133,22 @@ def run_main(*args: str, cwd: Path | None = None, check: bool = True,
 
 
 
-# The module a user runs with `python -m`, and the module whose main(argv) is its command.
-ANALYSIS_COMMANDS = {"analysis.tables": "analysis.report", "analysis.document": "analysis.document"}
+# The module a user runs with `python -m`, and its command of `python -m analysis` (analysis.cli).
+ANALYSIS_COMMANDS = {"analysis.tables": "tables", "analysis.document": "report"}
 
 
 def analysis_main(module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` (an analysis command) from the repository root, in this process: (exit status,
     stdout, stderr) as a CompletedProcess."""
-    import importlib
+    from analysis.cli import run
 
-    main = importlib.import_module(ANALYSIS_COMMANDS[module]).main
     out, err = io.StringIO(), io.StringIO()
     saved = os.getcwd()
     os.chdir(REPO_ROOT)
     try:
         with redirect_stdout(out), redirect_stderr(err):
             try:
-                code = main([str(arg) for arg in args])
+                code = run(ANALYSIS_COMMANDS[module], [str(arg) for arg in args])
             except SystemExit as exited:
                 code = exited.code if isinstance(exited.code, int) else 0 if exited.code is None else 1
     finally:

@@ -20,9 +20,9 @@ import yaml
 from analysis import NotASweep, load_sweeps
 from analysis.stats import factorial_effects, mean_ci, t975
 from analysis.plots import diagnostic_panels, plot_diagnostics, save_plots
-from analysis.report import render
+from analysis.render import render
 from analysis.rules import UNIGRAM_SPAN, ratio_class, token_class, verdict
-from analysis.tables import build_tables
+from analysis.core import analyse
 from bitnet.phases import learning_phase
 from conftest import REPO_ROOT, TINY, run_main, tables_main
 
@@ -257,9 +257,10 @@ def test_seed001_fixture_reproduces_the_seeds_tables(tmp_path):
 
 def test_default_steps_and_collapse_steps_on_the_fixture():
     sweep = load_sweeps(FIXTURE)
-    tables, params = build_tables(sweep)
-    assert (params["early"], params["late"]) == (1000, 4000)  # seed 002's 1k and 4k
-    assert {5000, 6000, 10000} <= set(params["steps"])  # either side of the switch, and the last step
+    result = analyse(sweep)
+    tables = result.tables
+    assert (result.early, result.late) == (1000, 4000)  # seed 002's 1k and 4k
+    assert {5000, 6000, 10000} <= set(result.steps)  # either side of the switch, and the last step
     header = tables["results"][0].columns.tolist()
     assert header.index("Stage 2→") == header.index("step 5k") + 1
 
@@ -267,13 +268,15 @@ def test_default_steps_and_collapse_steps_on_the_fixture():
 def test_seed001_fixture_has_no_diagnostics(tmp_path):
     """Runs without the diagnostic columns: no diagnostics table (a one-line note) and no diagnostics.png."""
     sweep = load_sweeps(FIXTURE)
-    tables, params = build_tables(sweep)
-    assert params["diagnostics"] == [] and tables["diagnostics"][0].empty
-    assert diagnostic_panels(sweep) == [] and plot_diagnostics(sweep) is None
-    written = save_plots(sweep, tmp_path, params)
-    assert sorted(p.name for p in written) == ["collapse_ratio.png", "loss.png", "phase_map.png", "tokens.png"]
+    result = analyse(sweep)
+    tables = result.tables
+    assert result.diagnostics == [] and tables["diagnostics"][0].empty
+    assert diagnostic_panels(result) == [] and plot_diagnostics(result) is None
+    written = save_plots(result, tmp_path)
+    assert sorted(p.name for p in written) == ["collapse_ratio.png", "loss.png", "phase_map.png", "plots.json",
+                                               "tokens.png"]
     assert not (tmp_path / "diagnostics.png").exists()
-    section = render(sweep, tables, params).split("\n## Collapse diagnostics", 1)[1].split("\n## ", 1)[0]
+    section = render(result).split("\n## Collapse diagnostics", 1)[1].split("\n## ", 1)[0]
     section = section.strip().splitlines()
     assert len(section) == 3 and section[2].startswith("Not applicable: no collapse-diagnostic column")
 
@@ -334,7 +337,7 @@ def test_factorial_table_from_a_typed_factorial_sweep(tmp_path):
                         config, rows)
     sweep = load_sweeps(sweep_dir)
     assert sweep.swept == ["lr.name", "wd.name", "seed"] and "lr" in sweep.frame  # the CSV's lr stays the LR
-    tables, _ = build_tables(sweep)
+    tables = analyse(sweep).tables
     effects = tables["factorial"][1].set_index("effect")
     assert effects.final_tokens.to_dict() == pytest.approx(
         {"LR switch (main effect)": 6.0, "WD switch (main effect)": 3.0, "LR x WD interaction": 4.0})
@@ -368,6 +371,13 @@ def run_notebook(sweep_dir: Path, figures: Path, monkeypatch) -> list:
 @pytest.mark.slow  # a Jupyter kernel that imports the analysis stack
 def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, tmp_path, monkeypatch):
     outputs = run_notebook(tiny_sweep, tmp_path, monkeypatch)
+    # the notebook renders the Analysis the tables command and the report render: the same text, table by table
+    from analysis.render import table_markdown
+
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    analysis = analyse(load_sweeps(tiny_sweep))
+    for name in ("results", "trajectory", "interventions", "decision", "diagnostics"):
+        assert table_markdown(name, analysis, phase_above=False) in printed, name
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # tokens, loss, collapse ratio, diagnostics
     assert sorted(p.name for p in tmp_path.iterdir()) == ["collapse_ratio.png", "diagnostics.png", "loss.png",
                                                           "tokens.png"]
@@ -382,6 +392,8 @@ def test_notebook_on_the_interventions_fixture_saves_no_empty_collapse_plot(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "tokens.png"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "Only reduced_lr avoids ending collapsed" in text and "does not vary hidden" in text
+    # the diagnosis of each run, from the same Analysis
+    assert "intervention=reduced_lr: collapse then recovery without a switch (pathology)" in text
 
 
 # ---- collapse diagnostics (issue 6) ---------------------------------------------------------------------------
@@ -415,8 +427,9 @@ def test_diagnostics_table_matches_the_csvs(tiny_sweep, tmp_path):
     sweep = load_sweeps(tiny_sweep)
     assert set(sweep.points.unigram_entropy) == {json.loads((point_dir(tiny_sweep, 32) / "run.json").read_text())[
         "unigram_entropy"]}
-    tables, params = build_tables(sweep)
-    assert params["diagnostics"] == ["loss_gap", "hidden_cosine", "effective_tokens", "softmax_entropy", "flip_rate",
+    result = analyse(sweep)
+    tables = result.tables
+    assert result.diagnostics == ["loss_gap", "hidden_cosine", "effective_tokens", "softmax_entropy", "flip_rate",
                                      "zero_frac", "greedy_repeat3"]
     md, table = tables["diagnostics"]
     check_diagnostics_rows(tiny_sweep, table, verdict_of=lambda values, median: SHORT)  # 20 steps: no verdict
@@ -441,7 +454,7 @@ def test_diagnostics_table_matches_the_csvs(tiny_sweep, tmp_path):
     edited = pd.read_csv(path)
     edited["unique_tokens"] = [40, 3, 3]
     edited.to_csv(path, index=False)
-    md, table = build_tables(load_sweeps(copy))[0]["diagnostics"]
+    md, table = analyse(load_sweeps(copy)).tables["diagnostics"]
     check_diagnostics_rows(copy, table, expect_deepest={32: 10}, verdict_of=lambda values, median: SHORT)
     assert md["deepest step"][0] == "10" and md["greedy rep3 @deepest"][0] == "–"
     assert md["greedy rep3 @final"][0] != "–"
@@ -482,9 +495,10 @@ def test_diagnostics_over_seeds_and_without_flip_rate(tmp_path):
                 for s, t, g, c in zip((0, 50, 300), (100, 2 + seed, 20), (1.0, 0.05 + seed, 0.5), cosine[seed])]
         write_point(sweep_dir, f"seed={seed}", [f"seed={seed}"], config, rows)
     sweep = load_sweeps(sweep_dir)
-    assert diagnostic_panels(sweep) == ["hidden_cosine", "loss_gap"]
-    tables, params = build_tables(sweep)
-    assert "flip_rate" not in params["diagnostics"]
+    result = analyse(sweep)
+    assert diagnostic_panels(result) == ["hidden_cosine", "loss_gap"]
+    tables = result.tables
+    assert "flip_rate" not in result.diagnostics
     md, table = tables["diagnostics"]
     assert len(table) == 1 and table.n[0] == 2 and "flip rate @deepest" not in md
     row = table.iloc[0]
@@ -497,7 +511,7 @@ def test_diagnostics_over_seeds_and_without_flip_rate(tmp_path):
                                      "few tokens, no diagnostic signal (1/2 seeds)"
     assert row["verdict@final"] == "few tokens, no diagnostic signal (2/2 seeds)"
     assert md["hidden cos @deepest"][0] == f"0.725 [{0.725 - half:.3f}, {0.725 + half:.3f}]"
-    fig = plot_diagnostics(sweep)
+    fig = plot_diagnostics(result)
     assert [ax.get_ylabel().split()[0] for ax in fig.axes] == ["hidden", "loss"]
 
 
@@ -509,7 +523,7 @@ def test_the_tokens_plot_labels_only_ticks_that_do_not_crowd():
     from analysis.examples import examples_dir
     from analysis.plots import plot_tokens
 
-    fig = plot_tokens(load_sweeps(examples_dir() / "seed004_sweep", warn=lambda *_: None))
+    fig = plot_tokens(analyse(load_sweeps(examples_dir() / "seed004_sweep", warn=lambda *_: None)))
     fig.canvas.draw()
     axis = fig.axes[0].yaxis
     low, high = fig.axes[0].get_ylim()

@@ -17,7 +17,7 @@ from analysis import load_sweeps
 from analysis.foreign import Labelling
 from analysis.rules import UNIGRAM_SPAN, too_short
 from analysis.stats import t975
-from analysis.tables import build_tables
+from analysis.core import analyse
 from bitnet.phases import DIVERGING, NEAR_UNIFORM, learning_phase
 from conftest import REPO_ROOT
 from conftest import tables_main
@@ -44,8 +44,9 @@ def run_folder(path: Path, rows: list[tuple], labels: dict, *, steps: int | None
 
 
 def analysed(folder: Path, **kwargs):
-    tables, params = build_tables(load_sweeps(folder), **kwargs)
-    return tables, params
+    result = analyse(load_sweeps(folder), **kwargs)
+    tables = result.tables
+    return tables, result
 
 
 def healthy(final_tokens: int = 60) -> list[tuple]:
@@ -77,7 +78,7 @@ def test_a_unigram_plateau_without_a_switch_is_reported_not_no_plateau(tmp_path)
 
 
 def tables_notes(folder: Path, name: str) -> list[str]:
-    return analysed(folder)[1]["notes"][name]
+    return analysed(folder)[1].notes[name]
 
 
 # ---- seeds that disagree ------------------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def split_seeds(tmp_path) -> Path:
 
 
 def test_seeds_that_disagree_are_classed_each_never_from_the_mean(split_seeds):
-    tables, params = analysed(split_seeds)
+    tables, result = analysed(split_seeds)
     collapse = tables["collapse"][0].set_index("hidden")
     assert collapse.loc["64", "final status"] == "complete collapse (❌ Failed) 1/3, acceptable (✅ Working) 2/3"
     assert collapse.loc["128", "final status"] == "acceptable (✅ Working)"
@@ -104,14 +105,14 @@ def test_seeds_that_disagree_are_classed_each_never_from_the_mean(split_seeds):
 
 
 def test_intervals_never_reach_below_zero_and_say_when_they_were_cut(split_seeds):
-    tables, params = analysed(split_seeds)
+    tables, result = analysed(split_seeds)
     md, csv = tables["collapse"]
     row = csv.set_index("hidden").loc[64]
     assert row.final_tokens == pytest.approx(457 / 3)
     assert row.final_tokens_lo == 0 and bool(row.final_tokens_clipped)  # the t interval's low end is -187
     half = t975(2) * statistics.stdev([1, 207, 249]) / math.sqrt(3)
     assert md.set_index("hidden").loc["64", "final tokens"] == f"152.3 [0†, {457 / 3 + half:.1f}]"
-    assert any(note.startswith("0† = the 95% interval reached below 0") for note in params["notes"]["collapse"])
+    assert any(note.startswith("0† = the 95% interval reached below 0") for note in result.notes["collapse"])
     for name, (_, frame) in tables.items():  # no count or step anywhere below 0
         for column in [c for c in frame.columns if str(c).endswith("_lo")]:
             if f"{column[:-3]}_clipped" in frame:
@@ -129,20 +130,20 @@ def test_a_loss_above_ln_v_is_diverging_and_the_point_is_listed_apart(tmp_path):
     blown = [(0, LN_V, 500), (100, UNIGRAM_LOSS, 4), (200, 8.9, 2), (300, 9.4, 1), (1000, 9.9, 1)]
     run_folder(root / "sgd1", blown, {"optim": "sgd", "seed": 1})
     assert learning_phase(8.9, LN_V, H1) == DIVERGING and learning_phase(8.3, LN_V, H1) == NEAR_UNIFORM
-    tables, params = analysed(root)
-    curve = params["curves"][(str(root), "optim=sgd,seed=1")]
+    tables, result = analysed(root)
+    curve = result.curves[(str(root), "optim=sgd,seed=1")]
     assert curve.phase.tolist() == ["near-uniform", "unigram", DIVERGING, DIVERGING, DIVERGING]
-    pp = params["per_point"].set_index("point")
+    pp = result.per_point.set_index("point")
     reason = "diverged: eval loss 8.90 at step 200, above ln V = 8.32"
     assert pp.loc["optim=sgd,seed=1", "trajectory"] == reason and pp.loc["optim=sgd,seed=1", "signature"] == reason
     assert pd.isna(pp.loc["optim=sgd,seed=1", "final_tokens"])  # no "ends collapsed" from a blown-up run
-    assert params["interventions_summary"] == [
+    assert result.interventions_summary == [
         "Only adamw avoids ending collapsed; sgd ends collapsed; diverged: sgd (1/2 seeds) (ends collapsed = at most 10 "
         "unique tokens at the last evaluation; diverged seeds are listed apart, not judged)"]
     trajectory = tables["trajectory"][0].set_index("optim")
     assert trajectory.loc["sgd", "trajectory"] == f"collapsed and stayed 1/2, {reason} 1/2"
-    assert any(note.startswith("Not classed: diverged = ") for note in params["notes"]["trajectory"])
-    assert params["per_point_diagnostics"].set_index("point").loc["optim=sgd,seed=1", "verdict@deepest"] == reason
+    assert any(note.startswith("Not classed: diverged = ") for note in result.notes["trajectory"])
+    assert result.per_point_diagnostics.set_index("point").loc["optim=sgd,seed=1", "verdict@deepest"] == reason
 
 
 def test_a_foreign_nan_loss_is_a_diverged_run_not_an_empty_cell(tmp_path):
@@ -151,7 +152,7 @@ def test_a_foreign_nan_loss_is_a_diverged_run_not_an_empty_cell(tmp_path):
     sweep = load_sweeps([path], labelling=Labelling(pattern="scale_{hidden}_{train.steps}"))
     point = sweep.points.iloc[0]
     assert point.status == "diverged" and point.error == "diverged: loss nan at step 3000"
-    tables, _ = build_tables(sweep)
+    tables = analyse(sweep).tables
     assert tables["trajectory"][0].trajectory[0] == "diverged (diverged: loss nan at step 3000)"
 
 
@@ -191,7 +192,7 @@ def test_a_run_three_steps_past_warm_up_is_too_short_to_tell(tmp_path):
     for hidden in (64, 128):
         run_folder(tmp_path / "short" / f"h{hidden}", [(0, LN_V, 500), (10, 8.2, 3), (20, 8.0, 2), (30, 7.9, 2)],
                    {"hidden": hidden}, warmup=27)
-    tables, params = analysed(tmp_path / "short")
+    tables, result = analysed(tmp_path / "short")
     reason = f"too short to tell: 30 steps, needs about {needs}"
     assert set(tables["collapse"][0]["final status"]) == {reason}
     assert set(tables["collapse"][0]["class"]) == {reason}
@@ -199,9 +200,9 @@ def test_a_run_three_steps_past_warm_up_is_too_short_to_tell(tmp_path):
     assert set(tables["signature"][1].signature) == {f"{reason} 1/1"}
     decision = tables["decision"][0].iloc[0]
     assert decision.outcome == "undecided" and decision.meaning == f"undecided: 64 ({reason}); 128 ({reason})"
-    assert set(params["per_point_diagnostics"]["verdict@final"]) == {reason}
+    assert set(result.per_point_diagnostics["verdict@final"]) == {reason}
     assert "failed" not in tables["collapse"][0].to_string().lower()
-    note = params["notes"]["collapse"][0]
+    note = result.notes["collapse"][0]
     assert note.startswith("Not classed: too short to tell = the run stops within its LR warm-up, or before warm-up "
                            f"+ {UNIGRAM_SPAN} steps")
     text = tables_main(tmp_path / "short", "--no-plots", "--out", tmp_path / "out").stdout
@@ -210,10 +211,10 @@ def test_a_run_three_steps_past_warm_up_is_too_short_to_tell(tmp_path):
 
 def test_a_short_run_that_reached_the_contextual_phase_is_judged(tmp_path):
     run_folder(tmp_path / "quick", [(0, LN_V, 500), (100, UNIGRAM_LOSS, 4), (200, CONTEXTUAL_LOSS, 6)], {"hidden": 64})
-    pp = analysed(tmp_path / "quick")[1]["per_point"].iloc[0]
+    pp = analysed(tmp_path / "quick")[1].per_point.iloc[0]
     assert pp.too_short == "" and pp.trajectory == "collapsed and stayed"
     run_folder(tmp_path / "warmup", [(0, LN_V, 500), (40, CONTEXTUAL_LOSS, 6)], {"hidden": 64}, warmup=50)
-    assert analysed(tmp_path / "warmup")[1]["per_point"].iloc[0].too_short == \
+    assert analysed(tmp_path / "warmup")[1].per_point.iloc[0].too_short == \
         f"too short to tell: 40 steps, needs about {50 + UNIGRAM_SPAN}"  # still in warm-up, whatever its phase
 
 
@@ -243,8 +244,8 @@ def test_points_that_differ_only_in_a_preset_grid_value_are_seeds_of_one_cell(tm
                            config={"seed": seed, "grid": {"wide_hidden": wide, "hidden": 64}})
         (point / ".hydra").mkdir()
         (point / ".hydra" / "overrides.yaml").write_text(f"- intervention={arm}\n- seed={seed}\n")
-    tables, params = analysed(sweep)
-    assert params["keys"] == ["intervention"]
+    tables, result = analysed(sweep)
+    assert result.keys == ["intervention"]
     assert not [c for c in load_sweeps(sweep).points.columns if str(c).startswith("grid.")]
 
 

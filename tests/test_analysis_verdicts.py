@@ -18,7 +18,7 @@ from analysis import load_sweeps
 from analysis.load import read_metrics
 from analysis.rules import (Rules, decide_scaling, intervention_summary, signature_parts, signature_verdict,
                             trajectory_class, unreachable_classes)
-from analysis.tables import build_tables
+from analysis.core import analyse
 from bitnet.phases import CONTEXTUAL, NEAR_UNIFORM, PHASES, UNIGRAM, UNKNOWN, learning_phase
 from conftest import REPO_ROOT, TINY, run_main, tables_main
 
@@ -26,9 +26,10 @@ FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 def table(sweep_dir: Path, name: str, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    tables, params = build_tables(load_sweeps(sweep_dir), **kwargs)
+    result = analyse(load_sweeps(sweep_dir), **kwargs)
+    tables = result.tables
     md, csv = tables[name]
-    return md, csv, params
+    return md, csv, result
 
 
 def decisions(sweep_dir: Path, **kwargs) -> dict:
@@ -75,8 +76,8 @@ def test_the_threshold_is_an_option_printed_with_the_rule(tmp_path):
 
 
 def test_seed002_collapse_ratios():
-    _, csv, params = table(FIXTURES / "seed002_sweep", "collapse")
-    assert (params["early"], params["late"]) == (1000, 4000)
+    _, csv, result = table(FIXTURES / "seed002_sweep", "collapse")
+    assert (result.early, result.late) == (1000, 4000)
     ratios = csv[csv.example == "ratio"].set_index("hidden")
     assert ratios.ratio.round(2).to_dict() == {256: 0.11, 512: 0.25, 768: 0.80, 1024: 0.91}
     assert ratios.ratio_class.to_dict() == {256: "strong collapse", 512: "moderate collapse",
@@ -109,7 +110,8 @@ def test_partial_sweep_is_undecided_and_says_what_it_waits_for(tmp_path):
         "hidden=1536": "missing", "hidden=2048": "diverged"}
     assert warnings == [f"{FIXTURES / 'partial_sweep' / 'hidden=512' / 'metrics.csv'}: last line '10000,,1' is torn "
                         f"(cut off mid-write), dropped"]
-    tables, params = build_tables(sweep)
+    result = analyse(sweep)
+    tables = result.tables
     decision = tables["decision"][0].iloc[0]
     assert decision.outcome == "undecided"
     assert decision.meaning == "undecided: waiting for 768 (failed), 1024 (running), 1536 (missing), 2048 (diverged)"
@@ -145,7 +147,8 @@ def test_a_torn_step_is_dropped_not_read_as_an_earlier_step(tmp_path):
 
 # ---- interventions and trajectories -------------------------------------------------------------------------
 def test_seed004_interventions_trajectories_and_summary(tmp_path):
-    tables, params = build_tables(load_sweeps(FIXTURES / "seed004_sweep"))
+    result = analyse(load_sweeps(FIXTURES / "seed004_sweep"))
+    tables = result.tables
     md, csv = tables["interventions"]
     assert md.intervention.tolist() == ["standard", "reduced_lr", "label_smoothing", "grad_clip"]  # as declared
     assert md.trajectory.tolist() == ["collapsed and stayed", "collapsed and recovered", "collapsed and stayed",
@@ -153,7 +156,7 @@ def test_seed004_interventions_trajectories_and_summary(tmp_path):
     assert md.minimum.tolist() == ["2, phase unknown @4k", "3, phase unknown @1k", "2, phase unknown @3k",
                                    "2, phase unknown @3k"]
     assert md.final.tolist() == ["2, phase unknown", "18, phase unknown", "2, phase unknown", "2, phase unknown"]
-    assert params["notes"]["interventions"][0] == (
+    assert result.notes["interventions"][0] == (
         "Summary: Only reduced_lr avoids ending collapsed; standard, label_smoothing, grad_clip end collapsed "
         "(ends collapsed = at most 10 unique tokens at the last evaluation)")
     trajectory = tables["trajectory"][1].set_index("intervention")
@@ -223,8 +226,9 @@ def test_a_real_tiny_run_goes_through_the_phases_without_the_signature(tmp_path)
     run_main("-m", *tiny, "train.steps=200", "eval.every=20", "train.batch_size=16", "lr=two_stage", "wd=two_stage",
             f"hydra.sweep.dir={sweep_dir}")
     sweep = load_sweeps(sweep_dir)
-    tables, params = build_tables(sweep)
-    [curve] = params["curves"].values()
+    result = analyse(sweep)
+    tables = result.tables
+    [curve] = result.curves.values()
     [folder] = [p for p in sweep_dir.iterdir() if p.is_dir()]
     record = json.loads((folder / "run.json").read_text())
     csv = pd.read_csv(folder / "metrics.csv")
@@ -277,15 +281,18 @@ def test_points_that_differ_beyond_the_seed_are_not_pooled(tmp_path):
     a = write_sweep(tmp_path / "a", [("seed=0", {"seed": 0}, {}, ROWS)])
     b = write_sweep(tmp_path / "b", [("seed=1", {"seed": 1}, {"config": {"lr": {"peak": 1e-3, "warmup": 50}},
                                                                 "eval_positions": 512}, ROWS)])
-    tables, params = build_tables(load_sweeps([a, b]))
-    assert params["differing"] == ["lr.warmup", "eval_positions"]
+    result = analyse(load_sweeps([a, b]))
+    tables = result.tables
+    assert result.differing == ["lr.warmup", "eval_positions"]
     assert len(tables["results"][1]) == 2 and set(tables["results"][1].n) == {1}
-    assert params["notes"]["points"][0].startswith("Points that differ in lr.warmup, eval_positions (not only in seed)")
-    pooled, params = build_tables(load_sweeps([a, b]), pool=True)
-    assert pooled["results"][1].n.tolist() == [2] and "POOLED" in params["notes"]["points"][0]
+    assert result.notes["points"][0].startswith("Points that differ in lr.warmup, eval_positions (not only in seed)")
+    result = analyse(load_sweeps([a, b]), pool=True)
+    pooled = result.tables
+    assert pooled["results"][1].n.tolist() == [2] and "POOLED" in result.notes["points"][0]
     same = write_sweep(tmp_path / "c", [("seed=1", {"seed": 1}, {}, ROWS)])
-    tables, params = build_tables(load_sweeps([a, same]))
-    assert params["differing"] == [] and tables["results"][1].n.tolist() == [2]
+    result = analyse(load_sweeps([a, same]))
+    tables = result.tables
+    assert result.differing == [] and tables["results"][1].n.tolist() == [2]
 
 
 def test_positions_bound_the_classes(tmp_path):
@@ -293,9 +300,10 @@ def test_positions_bound_the_classes(tmp_path):
     assert unreachable_classes(4096) == [] and unreachable_classes(None) == []
     bad = [{"step": 0, "unique_tokens": 40}, {"step": 100, "unique_tokens": 80}]
     sweep_dir = write_sweep(tmp_path / "s", [("seed=0", {"seed": 0}, {"eval_positions": 64}, bad)])
-    tables, params = build_tables(load_sweeps(sweep_dir))
+    result = analyse(load_sweeps(sweep_dir))
+    tables = result.tables
     assert tables["collapse"][0]["evaluated positions"][0] == "64; unreachable: acceptable, very good"
-    assert params["notes"]["points"] == ["seed=0: 80 unique tokens at one evaluation but only 64 positions "
+    assert result.notes["points"] == ["seed=0: 80 unique tokens at one evaluation but only 64 positions "
                                          "evaluated: an error in the data"]
 
 
@@ -323,7 +331,7 @@ def test_plots_keep_their_axes_wide_and_label_what_they_draw(tmp_path):
         ("arm=plain", {"arm": "plain"}, {"ln_vocab": 6.24, "unigram_entropy": 5.2}, smoothed),
         ("arm=smooth", {"arm": "smooth"}, {"ln_vocab": 6.24, "unigram_entropy": 5.2,
                                            "config": {"train": {"label_smoothing": 0.1}}}, smoothed)])
-    sweep = load_sweeps(sweep_dir)
+    sweep = analyse(load_sweeps(sweep_dir))
     ax = plot_loss(sweep).axes[0]
     train = {line.get_label(): line.get_linestyle() for line in ax.get_lines() if line.get_label().startswith("arm=")}
     assert train == {"arm=plain": "-", "arm=smooth (train loss with label smoothing 0.1)": ":"}
@@ -332,7 +340,7 @@ def test_plots_keep_their_axes_wide_and_label_what_they_draw(tmp_path):
     assert ax.get_legend().get_bbox_to_anchor().y1 < ax.get_window_extent().y0 + 1  # below the axes
     assert plot_collapse(sweep) is None  # no hidden axis: no empty frame
     # A switch near the right edge: its label is drawn left of the line and kept out of the layout.
-    seed001 = load_sweeps(FIXTURES / "seed001_sweep")
+    seed001 = analyse(load_sweeps(FIXTURES / "seed001_sweep"))
     fig = plot_tokens(seed001)
     fig.savefig(tmp_path / "tokens.png")
     [label] = [t for t in fig.axes[0].texts if "WD 0.1→0.0" in t.get_text()]
@@ -346,15 +354,15 @@ def test_signature_on_the_seeds_figures():
     """Seed 001 (the WD switch releases a 2-token plateau: loss -3 nats, tokens x4-5) and seed 004's standard LR
     (2 tokens while the loss stays within 1 nat of its start) show the signature; reduced LR, which climbs back
     before the end, does not; label smoothing and grad clip have the plateau but no loss to judge it by."""
-    seed001 = build_tables(load_sweeps(FIXTURES / "seed001_sweep"))[0]["signature"][0].set_index("hidden")
+    seed001 = analyse(load_sweeps(FIXTURES / "seed001_sweep")).tables["signature"][0].set_index("hidden")
     assert seed001["seed signature"].tolist() == ["yes 1/1"] * 4
     assert seed001.loc["256", "release over the window"] == "yes 1/1 (loss -3.02 nats, tokens 2 → 10, step 5000 → 6000)"
     assert seed001.loc["256", "lasting plateau"] == "yes 1/1 (from 3k, 50% of stage 1)"
-    seed004 = build_tables(load_sweeps(FIXTURES / "seed004_sweep"))[0]["signature"][0].set_index("intervention")
+    seed004 = analyse(load_sweeps(FIXTURES / "seed004_sweep")).tables["signature"][0].set_index("intervention")
     assert seed004["seed signature"].to_dict() == {"standard": "yes 1/1", "reduced_lr": "no 1/1",
                                                    "label_smoothing": "partial 1/1", "grad_clip": "partial 1/1"}
     assert seed004.loc["standard", "loss stalled (near uniform or rising)"].startswith("yes 1/1")
-    partial = build_tables(load_sweeps(FIXTURES / "partial_sweep"))[1]["per_point"].set_index("hidden").signature
+    partial = analyse(load_sweeps(FIXTURES / "partial_sweep")).per_point.set_index("hidden").signature
     assert partial[1024] == "undecided (running)" and partial[1536] == "undecided (missing)"
 
 
@@ -399,7 +407,8 @@ def test_a_preset_sweep_lists_a_point_that_vanished(tmp_path):
     points = json.loads((sweep_dir / "grid.json").read_text())["points"]
     assert [p["folder"] for p in points] == ["hidden=32", "hidden=64"]
     shutil.rmtree(sweep_dir / "hidden=64")
-    tables, params = build_tables(load_sweeps(sweep_dir), collapse_steps=(10, 10))
+    result = analyse(load_sweeps(sweep_dir), collapse_steps=(10, 10))
+    tables = result.tables
     assert tables["points"][1].status.tolist() == ["completed", "missing"]
     # 10 steps are also too short to class the point that is there: the decision says both
     assert tables["decision"][0].meaning[0].startswith("undecided: waiting for 64 (missing)")

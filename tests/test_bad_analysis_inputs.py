@@ -56,7 +56,7 @@ CASES = [_run_json_is_a_list, _torn_run_json, _grid_json_is_empty_list, _broken_
 
 @pytest.mark.parametrize("damage", CASES, ids=[c.__name__.strip("_") for c in CASES])
 def test_a_damaged_input_is_one_line_naming_the_file(tmp_path, damage, capsys):
-    from analysis.report import main
+    from analysis.render import main
 
     sweep = tmp_path / "sweep"
     shutil.copytree(FIXTURES / "partial_sweep", sweep)
@@ -68,7 +68,7 @@ def test_a_damaged_input_is_one_line_naming_the_file(tmp_path, damage, capsys):
 
 
 def test_out_under_a_file_is_one_line(tmp_path, capsys):
-    from analysis.report import main
+    from analysis.render import main
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x\n")
@@ -104,7 +104,7 @@ def test_a_stopped_analysis_says_so_and_marks_its_folder_incomplete(tmp_path, mo
 
 def test_a_header_of_a_million_columns_is_refused_at_once(tmp_path, capsys):
     """Once 400 s and 2.5 GB of pandas before anything was said; now the header is counted first."""
-    from analysis.report import main
+    from analysis.render import main
 
     sweep = tmp_path / "sweep"
     shutil.copytree(FIXTURES / "partial_sweep", sweep)

@@ -228,7 +228,7 @@ def test_the_title_names_a_sweep_by_its_folder_below_multirun_and_what_varies():
     from analysis.document import section_title
 
     def section(folder: str, swept: list[str]):
-        return SimpleNamespace(folders=[Path(folder)], sweep=SimpleNamespace(swept=swept))
+        return SimpleNamespace(folders=[Path(folder)], analysis=SimpleNamespace(sweep=SimpleNamespace(swept=swept)))
 
     # a default sweep folder is named by the time of day: the date comes with it
     assert section_title(section("/home/u/multirun/2026-11-23/01-07-50", ["hidden", "seed"])) == \

@@ -18,7 +18,7 @@ from analysis.phase_map import plot_phase_map
 from analysis.release import signature_numbers
 from analysis.rules import Rules, signature_parts, signature_verdict
 from analysis.stats import t975
-from analysis.tables import build_tables
+from analysis.core import analyse
 from conftest import REPO_ROOT, analysis_main
 
 LN_V, H1 = 8.32, 6.05   # the pilot's vocabulary (ln 4096) and unigram entropy: near-uniform above 7.185
@@ -159,7 +159,8 @@ def hand_effects(values: dict) -> dict:
 
 def test_effects_of_a_typed_2x2_factorial(tmp_path):
     sweep = load_sweeps(factorial_sweep(tmp_path / "fact"))
-    tables, params = build_tables(sweep)
+    result = analyse(sweep)
+    tables = result.tables
     csv = tables["effects"][1].set_index("effect")
     shares = {c: [(100 - s) / 100 for s in v[0]] for c, v in FACTORIAL.items()}
     rises = {c: v[1] for c, v in FACTORIAL.items()}
@@ -177,7 +178,7 @@ def test_effects_of_a_typed_2x2_factorial(tmp_path):
     # every run's release is 1.0 nats and its final loss is 5 + its rise: no effect on the first, the rise's on the second
     assert csv.signature_release_drop.tolist() == pytest.approx([0, 0, 0], abs=1e-12)
     assert csv.final_eval_loss.tolist() == pytest.approx(csv.signature_stage1_rise.tolist())
-    notes = " ".join(params["notes"]["effects"])
+    notes = " ".join(result.notes["effects"])
     assert "the full 2^2 factorial" in notes and "N = 8" in notes and "df = N - cells = 4" in notes
     md = tables["effects"][0]
     assert md.loc[0, "plateau share of stage 1"] == "+0.350 [+0.110, +0.590]"
@@ -194,25 +195,26 @@ def test_a_half_fraction_states_its_aliases(tmp_path):
                          f"model.quant={'ternary' if c > 0 else 'none'}", f"seed={seed}"]
             points.append((overrides, {"seed": seed}, run_rows(start, 0.0, 1.0, 5.0, 50), "completed"))
     sweep = load_sweeps(write_sweep(tmp_path / "half", points))
-    tables, params = build_tables(sweep)
+    result = analyse(sweep)
+    tables = result.tables
     csv = tables["effects"][1].set_index("effect")
     assert csv.loc["hidden: 32 → 64", "aliases"] == "optim.decay x model.quant"
     assert csv.loc["hidden x optim.decay", "aliases"] == "model.quant"
     assert csv.loc["hidden: 32 → 64", "signature_plateau_fraction"] == pytest.approx((0.6 + 0.8 - 0.2 - 0.4) / 2)
     assert "a regular 2^(3-1) fraction, defining relation I = hidden x optim.decay x model.quant, resolution III" \
-        in " ".join(params["notes"]["effects"])
+        in " ".join(result.notes["effects"])
 
 
 def test_missing_or_unfinished_cells_are_refused_by_name(tmp_path):
-    missing = build_tables(load_sweeps(factorial_sweep(tmp_path / "m", skip=[("adam_l2", "all")])))[1]
-    assert missing["why_empty"]["effects"] == ("no completed point yet in 1 of the 4 cells: optim.name=adam_l2, "
+    missing = analyse(load_sweeps(factorial_sweep(tmp_path / "m", skip=[("adam_l2", "all")])))
+    assert missing.why_empty["effects"] == ("no completed point yet in 1 of the 4 cells: optim.name=adam_l2, "
                                                "optim.decay=all (missing)")
-    running = build_tables(load_sweeps(factorial_sweep(tmp_path / "r", running=[("adamw", "all")])))[1]
-    assert running["why_empty"]["effects"].endswith("optim.name=adamw, optim.decay=all (running)")
+    running = analyse(load_sweeps(factorial_sweep(tmp_path / "r", running=[("adamw", "all")])))
+    assert running.why_empty["effects"].endswith("optim.name=adamw, optim.decay=all (running)")
     # three cells on disk and no grid.json: not a factorial, and the lacking cell is named
     sweep = factorial_sweep(tmp_path / "d", skip=[("adam_l2", "all")])
     (sweep / "grid.json").unlink()
-    pp = build_tables(load_sweeps(sweep))[1]["per_point"]
+    pp = analyse(load_sweeps(sweep)).per_point
     with pytest.raises(NotFactorial, match="missing: optim.name=adam_l2, optim.decay=all$"):
         design(pp, ["optim.name", "optim.decay"])
 
@@ -220,11 +222,12 @@ def test_missing_or_unfinished_cells_are_refused_by_name(tmp_path):
 def test_a_response_without_a_value_in_a_cell_is_undecided(tmp_path):
     """Runs of one cell end at the switch: their release is unknown, so the release column has no effects and
     the note says why; the other responses keep theirs."""
-    tables, params = build_tables(load_sweeps(factorial_sweep(tmp_path / "c", cut=[("adamw", "all")])))
+    result = analyse(load_sweeps(factorial_sweep(tmp_path / "c", cut=[("adamw", "all")])))
+    tables = result.tables
     csv = tables["effects"][1]
     assert csv.signature_release_drop.isna().all() and csv.signature_plateau_fraction.notna().all()
     assert ("release over the window (nats): undecided, because no completed point has a value in "
-            "optim.name=adamw, optim.decay=all (e.g. runs that end before switch + window).") in params["notes"]["effects"]
+            "optim.name=adamw, optim.decay=all (e.g. runs that end before switch + window).") in result.notes["effects"]
     assert tables["effects"][0]["release over the window (nats)"].tolist() == ["–"] * 3
 
 
@@ -257,7 +260,8 @@ def phase_map_sweeps(tmp_path: Path) -> list[Path]:
 
 def test_phase_map_table_and_plot(tmp_path):
     sweeps = phase_map_sweeps(tmp_path)
-    tables, params = build_tables(load_sweeps(sweeps))
+    result = analyse(load_sweeps(sweeps))
+    tables = result.tables
     md, csv = tables["phase_map"]
     rows = {(r.axis, r.value): r for _, r in csv.iterrows()}
     assert set(rows) == {("hidden", 32), ("hidden", 64), ("hidden", 128), ("data.vocab_size", 2048),
@@ -270,8 +274,8 @@ def test_phase_map_table_and_plot(tmp_path):
     shown = md.set_index(["axis", "value"])
     assert shown.loc[("hidden", "64 (centre)"), "tokens before → after"] == "1 → 30"
     assert shown.loc[("hidden", "32"), "seeds"] == "2/2"
-    assert "Centre: hidden=64, data.vocab_size=4096" in params["notes"]["phase_map"][0]
-    fig = plot_phase_map(params["per_point"], params["keys"])
+    assert "Centre: hidden=64, data.vocab_size=4096" in result.notes["phase_map"][0]
+    fig = plot_phase_map(result.per_point, result.keys)
     assert len(fig.axes) == 2 and [ax.get_xlabel() for ax in fig.axes] == ["hidden (centre dotted)",
                                                                          "data.vocab_size (centre dotted)"]
     assert "↓1.50 nats\n1→30 tok" in [t.get_text() for t in fig.axes[0].texts]
@@ -281,6 +285,6 @@ def test_phase_map_table_and_plot(tmp_path):
 
 
 def test_phase_map_refuses_a_factorial_and_text_axes(tmp_path):
-    params = build_tables(load_sweeps(factorial_sweep(tmp_path / "f")))[1]
-    assert params["why_empty"]["phase_map"] == "needs numeric axes: optim.name, optim.decay takes values that are " \
+    result = analyse(load_sweeps(factorial_sweep(tmp_path / "f")))
+    assert result.why_empty["phase_map"] == "needs numeric axes: optim.name, optim.decay takes values that are " \
                                                "not numbers"

@@ -81,10 +81,10 @@ def test_unknowns_stay_unknown(seed_files):
     assert set(final.values()) == {"–"} and "imported" in result.stdout
     # train.steps beyond the last row: stopped early, not finished.
     [run] = read_foreign([seed_files / "scale_256_10k.txt"], Labelling(common={"train.steps": 20000}))
-    assert run.record["status"] == "imported" and run.record["error"] == "stops at step 10000 of train.steps=20000"
-    assert run.record["vocab_size"] is None
+    assert run.record.status == "imported" and run.record.error == "stops at step 10000 of train.steps=20000"
+    assert run.record.vocab_size is None
     [run] = read_foreign([seed_files / "scale_256_10k.txt"], Labelling(common={"data.vocab_size": 32000}))
-    assert run.record["vocab_size"] == 32000 and run.record["config"]["data"] == {"vocab_size": 32000}
+    assert run.record.vocab_size == 32000 and run.record.config["data"] == {"vocab_size": 32000}
 
 
 def test_files_nothing_tells_apart_are_not_averaged(seed_files):
@@ -99,7 +99,7 @@ def test_column_mapping_and_label_precedence(tmp_path):
                                            common={"seed": 0, "hidden": 64}, per_file={path.name: {"hidden": 128}}))
     assert list(run.frame.columns) == ["step", "train_loss", "unique_tokens", "eval_loss", "notes"]
     assert run.labels == {"seed": 1, "hidden": 128, "lr": 0.001}  # --set < file name < --label
-    assert run.record["config"] == {"seed": 1, "hidden": 128, "lr": 0.001}
+    assert run.record.config == {"seed": 1, "hidden": 128, "lr": 0.001}
     sweep = load_sweeps([path], labelling=Labelling(columns={"iter": "step", "distinct preds": "unique_tokens"}))
     assert sweep.frame.unique_tokens.tolist() == [50, 4] and sweep.frame.eval_loss.tolist() == [10.4, 6.0]
     assert pd.isna(sweep.frame.loss).all()  # "Train-Loss" is not `loss` unless mapped

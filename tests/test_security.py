@@ -154,7 +154,7 @@ def assert_inert(text: str) -> None:
 
 
 def test_labels_statuses_and_errors_are_escaped_in_tables_and_plots(hostile_sweep, tmp_path):
-    from analysis.report import main
+    from analysis.render import main
 
     out = tmp_path / "out"
     assert main([str(hostile_sweep), "--out", str(out)]) == 0  # the plots too: `$\foo$` is no mathtext error
@@ -165,10 +165,10 @@ def test_labels_statuses_and_errors_are_escaped_in_tables_and_plots(hostile_swee
 
 
 def test_plot_legends_draw_labels_as_written(hostile_sweep):
-    from analysis.load import load_sweeps
+    from analysis.core import analyse
     from analysis.plots import plot_tokens
 
-    fig = plot_tokens(load_sweeps([hostile_sweep]))
+    fig = plot_tokens(analyse([hostile_sweep]))
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any(text.endswith(f"example={HOSTILE_LABEL.replace('$', chr(92) + '$')}") for text in legend), legend
     fig.canvas.draw()  # mathtext would be parsed here, and `\foo` is no symbol it knows
@@ -214,7 +214,7 @@ def test_untrusted_keeps_text_readable_and_on_one_line():
 
 
 def test_a_grid_json_cannot_point_the_analysis_outside_the_sweep(tmp_path, capsys):
-    from analysis.report import main
+    from analysis.render import main
 
     sweep = tmp_path / "sweep"
     shutil.copytree(FIXTURES / "partial_sweep", sweep)
