@@ -24,7 +24,7 @@ from analysis.render import render
 from analysis.rules import UNIGRAM_SPAN, ratio_class, token_class, verdict
 from analysis.core import analyse
 from bitnet.phases import learning_phase
-from conftest import REPO_ROOT, TINY, run_cli
+from conftest import REPO_ROOT, TINY, run_main, tables_main
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "seed001_sweep"
 # The tiny sweep's 20 steps (warm-up 5, TINY) are too short for any class or verdict (analysis.rules.too_short).
@@ -32,12 +32,10 @@ SHORT = f"too short to tell: 20 steps, needs about {5 + UNIGRAM_SPAN}"
 SEED001_STEPS = ["1000", "2000", "3000", "4000", "5000", "6000", "7000", "10000"]
 
 
-def tables_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "analysis.tables", *map(str, args)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"analysis.tables exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr}")
-    return result
+def tables_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m analysis.tables ARGS` in a subprocess, where the process's exit status and output are checked."""
+    return subprocess.run([sys.executable, "-m", "analysis.tables", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
 
 
 def md_rows(markdown: str) -> list[list[str]]:
@@ -57,7 +55,7 @@ def tiny_sweep(tmp_path_factory) -> Path:
     generations at every 2nd evaluation (steps 0 and 20), so the generation columns are empty at step 10."""
     sweep_dir = tmp_path_factory.mktemp("analysis") / "sweep"
     tiny = [o for o in TINY if not o.startswith("hidden=")]
-    run_cli("-m", "hidden=32,48", "wd=two_stage", *tiny, "eval.generate.every=2", "eval.generate.new_tokens=8",
+    run_main("-m", "hidden=32,48", "wd=two_stage", *tiny, "eval.generate.every=2", "eval.generate.new_tokens=8",
             f"hydra.sweep.dir={sweep_dir}")
     return sweep_dir
 
@@ -118,7 +116,7 @@ def test_loader_tolerates_extra_columns(tiny_sweep, tmp_path):
 # ---- the command on the real sweep --------------------------------------------------------------------------------
 def test_tables_match_the_csvs(tiny_sweep, tmp_path):
     out = tmp_path / "out"
-    result = tables_cli(tiny_sweep, "--steps", 10, 20, "--collapse-steps", 10, 20, "--out", out)
+    result = tables_main(tiny_sweep, "--steps", 10, 20, "--collapse-steps", 10, 20, "--out", out)
     assert "## Results: unique tokens per step" in result.stdout and "2 grid points: 2 completed." in result.stdout
     csv = {h: pd.read_csv(point_dir(tiny_sweep, h) / "metrics.csv").set_index("step") for h in (32, 48)}
 
@@ -188,7 +186,7 @@ def test_partial_sweep_reports_missing_and_failed(tiny_sweep, tmp_path):
     assert list(sweep.missing.point) == ["hidden=48"]
     assert sweep.frame[sweep.frame.point == "hidden=48"].step.isna().all()  # kept, with no metrics
 
-    result = tables_cli(copy, "--out", tmp_path / "out", "--no-plots")
+    result = tables_main(copy, "--out", tmp_path / "out", "--no-plots")
     assert "2 grid points: 1 failed, 1 missing." in result.stdout
     assert "- hidden=48: missing (expected at" in result.stdout and "- hidden=32: failed" in result.stdout
     points = md_rows((tmp_path / "out" / "points.md").read_text())
@@ -199,7 +197,7 @@ def test_partial_sweep_reports_missing_and_failed(tiny_sweep, tmp_path):
 
 
 def test_nothing_to_analyse_is_a_clear_error(tiny_sweep, tmp_path):
-    result = tables_cli(tmp_path, check=False)
+    result = tables_cli(tmp_path)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == f"error: {tmp_path} has nothing to analyse: no multirun.yaml (a sweep folder), " \
                                     f"no metrics.csv (a run folder) and no .csv/.txt files in it"
@@ -219,7 +217,7 @@ def test_a_single_runs_folder_is_one_point(tiny_sweep):
 # ---- the seeds' own numbers ----------------------------------------------------------------------------------------
 def test_seed001_fixture_reproduces_the_seeds_tables(tmp_path):
     out = tmp_path / "out"
-    tables_cli(FIXTURE, "--steps", *SEED001_STEPS, "--collapse-steps", 1000, 4000, "--out", out, "--no-plots")
+    tables_main(FIXTURE, "--steps", *SEED001_STEPS, "--collapse-steps", 1000, 4000, "--out", out, "--no-plots")
 
     # Seed 001, "Complete Results Table".
     results = {row[0]: row[1:] for row in md_rows((out / "results.md").read_text())}
@@ -370,6 +368,7 @@ def run_notebook(sweep_dir: Path, figures: Path, monkeypatch) -> list:
     return outputs
 
 
+@pytest.mark.slow  # a Jupyter kernel that imports the analysis stack
 def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, tmp_path, monkeypatch):
     outputs = run_notebook(tiny_sweep, tmp_path, monkeypatch)
     # the notebook renders the Analysis the tables command and the report render: the same text, table by table
@@ -387,6 +386,7 @@ def test_notebook_runs_against_the_tiny_sweep(tiny_sweep, tmp_path, monkeypatch)
     assert any("hidden=48" in str(o.get("data", {}).get("text/plain", "")) for o in outputs)
 
 
+@pytest.mark.slow  # a Jupyter kernel that imports the analysis stack
 def test_notebook_on_the_interventions_fixture_saves_no_empty_collapse_plot(tmp_path, monkeypatch):
     outputs = run_notebook(REPO_ROOT / "tests" / "fixtures" / "seed004_sweep", tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "tokens.png"]

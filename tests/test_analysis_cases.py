@@ -20,7 +20,7 @@ from analysis.stats import t975
 from analysis.core import analyse
 from bitnet.phases import DIVERGING, NEAR_UNIFORM, learning_phase
 from conftest import REPO_ROOT
-from test_analysis_verdicts import tables_cli
+from conftest import tables_main
 
 LN_V, H1 = math.log(4096), 6.05
 # eval losses in each phase for this vocabulary: near-uniform above 7.18, unigram 5.95-7.18, contextual below
@@ -205,7 +205,7 @@ def test_a_run_three_steps_past_warm_up_is_too_short_to_tell(tmp_path):
     note = result.notes["collapse"][0]
     assert note.startswith("Not classed: too short to tell = the run stops within its LR warm-up, or before warm-up "
                            f"+ {UNIGRAM_SPAN} steps")
-    text = tables_cli(tmp_path / "short", "--no-plots", "--out", tmp_path / "out").stdout
+    text = tables_main(tmp_path / "short", "--no-plots", "--out", tmp_path / "out").stdout
     assert reason in text and "complete collapse" not in text
 
 

@@ -20,17 +20,9 @@ from analysis.rules import (Rules, decide_scaling, intervention_summary, signatu
                             trajectory_class, unreachable_classes)
 from analysis.core import analyse
 from bitnet.phases import CONTEXTUAL, NEAR_UNIFORM, PHASES, UNIGRAM, UNKNOWN, learning_phase
-from conftest import REPO_ROOT, TINY, run_cli
+from conftest import REPO_ROOT, TINY, run_main, tables_main
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
-
-
-def tables_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "analysis.tables", *map(str, args)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr}")
-    return result
 
 
 def table(sweep_dir: Path, name: str, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -79,7 +71,7 @@ def test_seed002_patterns_and_the_threshold_the_seeds_disagree_on():
 
 
 def test_the_threshold_is_an_option_printed_with_the_rule(tmp_path):
-    out = tables_cli(FIXTURES / "seed002_sweep", "--diverse", 50, "--no-plots", "--out", tmp_path).stdout
+    out = tables_main(FIXTURES / "seed002_sweep", "--diverse", 50, "--no-plots", "--out", tmp_path).stdout
     assert "diverse = more than 50 tokens" in out and "monotonic, threshold at 768" in out
 
 
@@ -133,7 +125,7 @@ def test_partial_sweep_is_undecided_and_says_what_it_waits_for(tmp_path):
     collapse = tables["collapse"][0].set_index("hidden")
     assert collapse.loc["1024", "tokens @4k"] == "not reached (running, at 3k)"
     assert collapse.loc["1536", "tokens @4k"] == "not reached (missing)"
-    text = tables_cli(FIXTURES / "partial_sweep", "--no-plots", "--out", tmp_path).stdout
+    text = tables_main(FIXTURES / "partial_sweep", "--no-plots", "--out", tmp_path).stdout
     assert "6 grid points: 2 completed, 1 failed, 1 running, 1 missing, 1 diverged." in text
     assert "last line '10000,,1' is torn" in text and "undecided: waiting for 768 (failed)" in text
 
@@ -178,7 +170,7 @@ def test_seed004_interventions_trajectories_and_summary(tmp_path):
     assert collapse.ratio["reduced_lr"] == 6.0 and collapse.ratio_class["reduced_lr"] == "rising"
     assert collapse.ratio_class["standard"] == "strong collapse"
     assert tables["decision"][0].empty  # no hidden axis: no scaling verdict
-    text = tables_cli(FIXTURES / "seed004_sweep", "--out", tmp_path).stdout
+    text = tables_main(FIXTURES / "seed004_sweep", "--out", tmp_path).stdout
     assert "Summary: Only reduced_lr avoids ending collapsed" in text
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["loss.png", "tokens.png"]  # no empty ratio frame
 
@@ -207,10 +199,7 @@ def test_trajectory_classes_and_summary_rules():
 def test_multi_key_arms_stay_apart_in_the_intervention_summary(tmp_path):
     """A factorial's arms (two keys each) are named key=value/key=value, so the comma list stays readable
     (the committed LR x WD factorial study: every cell ends at 10 or fewer distinct predictions)."""
-    result = subprocess.run([sys.executable, "-m", "analysis.tables",
-                             str(REPO_ROOT / "results" / "lr_wd_factorial_coupled_l2_study"), "--out", str(tmp_path)],
-                            capture_output=True, text=True, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr
+    result = tables_main(REPO_ROOT / "results" / "lr_wd_factorial_coupled_l2_study", "--out", tmp_path)
     assert ("every arm ends collapsed: lr.name=linear/wd.name=constant, lr.name=linear/wd.name=two_stage, "
             "lr.name=two_stage/wd.name=constant, lr.name=two_stage/wd.name=two_stage") in result.stdout
 
@@ -234,7 +223,7 @@ def test_a_real_tiny_run_goes_through_the_phases_without_the_signature(tmp_path)
     the investigation's collapse signature, because the loss keeps falling through it."""
     sweep_dir = tmp_path / "sweep"
     tiny = [o for o in TINY if not o.startswith(("train.steps", "eval.every", "train.batch_size"))]
-    run_cli("-m", *tiny, "train.steps=200", "eval.every=20", "train.batch_size=16", "lr=two_stage", "wd=two_stage",
+    run_main("-m", *tiny, "train.steps=200", "eval.every=20", "train.batch_size=16", "lr=two_stage", "wd=two_stage",
             f"hydra.sweep.dir={sweep_dir}")
     sweep = load_sweeps(sweep_dir)
     result = analyse(sweep)
@@ -255,12 +244,12 @@ def test_a_real_tiny_run_goes_through_the_phases_without_the_signature(tmp_path)
     plateau = signature.signature_plateau == "yes 1/1"
     assert signature.signature_stalled == ("no 1/1" if plateau else "unknown 1/1")
     out = tmp_path / "out"
-    text = tables_cli(sweep_dir, "--no-plots", "--out", out).stdout
+    text = tables_main(sweep_dir, "--no-plots", "--out", out).stdout
     assert "Learning phase: phase from eval loss" in text and ", contextual" in text
 
 
 def test_phase_thresholds_are_options(tmp_path):
-    result = tables_cli(FIXTURES / "seed004_sweep", "--near-uniform-share", 1.5, check=False)
+    result = tables_main(FIXTURES / "seed004_sweep", "--near-uniform-share", 1.5, check=False)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == "error: --near-uniform-share=1.5 is not allowed: use a share strictly between 0 and 1"
 
@@ -319,7 +308,7 @@ def test_positions_bound_the_classes(tmp_path):
 
 
 def test_steps_never_evaluated_are_an_error(tmp_path):
-    result = tables_cli(FIXTURES / "seed004_sweep", "--collapse-steps", 1000, 1500, "--out", tmp_path, check=False)
+    result = tables_main(FIXTURES / "seed004_sweep", "--collapse-steps", 1000, 1500, "--out", tmp_path, check=False)
     assert result.returncode == 2 and result.stdout == "" and not any(tmp_path.iterdir())
     assert result.stderr.strip() == ("error: --collapse-steps: step 1500 was never evaluated by any point "
                                      "(evaluated steps: 0, 1000, 2000, 3000, 4000)")
@@ -402,7 +391,7 @@ def test_signature_rule_and_its_thresholds():
 
 
 def test_signature_thresholds_are_options(tmp_path):
-    out = tables_cli(FIXTURES / "seed004_sweep", "--signature-share", 0.3, "--no-plots", "--out", tmp_path).stdout
+    out = tables_main(FIXTURES / "seed004_sweep", "--signature-share", 0.3, "--no-plots", "--out", tmp_path).stdout
     assert "lasting at least 0.3 of stage 1" in out
     md = (tmp_path / "signature.md").read_text()
     assert "| standard        | no 1/1" in md  # its plateau is 25% of the run
@@ -413,7 +402,7 @@ def test_a_preset_sweep_lists_a_point_that_vanished(tmp_path):
     """Presets write their grid as `hidden: ${grid.hiddens}`; grid.json holds the expanded points, so a point
     whose folder is gone is still listed (as missing) and the decision waits for it."""
     sweep_dir = tmp_path / "scaling"
-    run_cli("-m", "+sweep=scaling", "scale=smoke", "train.steps=10", "eval.every=10", "threads=1",
+    run_main("-m", "+sweep=scaling", "scale=smoke", "train.steps=10", "eval.every=10", "threads=1",
             f"hydra.sweep.dir={sweep_dir}")
     points = json.loads((sweep_dir / "grid.json").read_text())["points"]
     assert [p["folder"] for p in points] == ["hidden=32", "hidden=64"]

@@ -86,7 +86,9 @@ def grid_points(preset: str, scale: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("scale", ["paper", "smoke", "study"])
+# every point composed: about 150 configs over the three scales; smoke's outside the slow tests
+@pytest.mark.parametrize("scale", [pytest.param("paper", marks=pytest.mark.slow), "smoke",
+                                   pytest.param("study", marks=pytest.mark.slow)])
 def test_no_key_of_any_preset_point_is_refused_as_unread(preset, scale):
     """Every key of every grid point of every preset is read by a component (or is free-form: grid.*, hydra.*),
     so the unread-key check never refuses a preset."""
@@ -124,9 +126,9 @@ def test_presets_reproduce_the_seeds_settings():
 def test_help_is_bitnets_own():
     """`--help` (Hydra's help template, conf/hydra/help/bitnet.yaml): what to run, every group with its options
     and the presets, where results go."""
-    from tests.conftest import run_cli
+    from tests.conftest import run_main
 
-    text = run_cli("--help").stdout
+    text = run_main("--help").stdout
     assert text.startswith("bitnet: ") and "bitnet -m +sweep=scaling scale=smoke" in text
     for group in GROUPS:
         assert f"{group}: {', '.join(options(group))}" in text

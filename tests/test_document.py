@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,18 +12,12 @@ import pytest
 
 from analysis.document import main
 from analysis.fmt import fmt_value
-from conftest import REPO_ROOT, TINY, run_cli
+from conftest import REPO_ROOT, TINY, analysis_main, run_main
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 EXAMPLE = REPO_ROOT / "docs" / "example_report"
 EXAMPLE_ARGS = ["tests/fixtures/seed004_sweep", "tests/fixtures/partial_sweep", "--out", "docs/example_report"]
 IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
-
-
-def document_cli(*args) -> subprocess.CompletedProcess:
-    """`python -m analysis.document ARGS` from the repository root, as a user would type it."""
-    return subprocess.run([sys.executable, "-m", "analysis.document", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -51,7 +43,7 @@ def docs_with_blocks() -> list[Path]:
 # ---- committed outputs are what the committed folders give ------------------------------------------------------
 def test_example_report_is_regenerated_unchanged_from_the_fixtures():
     """docs/example_report/report.md is the committed expected report of two fixture sweeps."""
-    result = document_cli(*EXAMPLE_ARGS, "--check")
+    result = analysis_main("analysis.document", *EXAMPLE_ARGS, "--check", check=False)
     assert result.returncode == 0 and result.stdout == "docs/example_report/report.md is up to date\n", result.stderr
     text = (EXAMPLE / "report.md").read_text()
     for link in IMAGE.findall(text):
@@ -126,7 +118,7 @@ def test_a_real_tiny_sweep_report(document, tmp_path):
     every point shares, what differs between the arms, the signature verdict (none: too short) and the
     switches' effects, as the metrics.csv files give them (too short for a signature verdict)."""
     sweep = tmp_path / "sweep"
-    run_cli("-m", "lr=linear,two_stage", "wd=constant,two_stage", *TINY, f"hydra.sweep.dir={sweep}")
+    run_main("-m", "lr=linear,two_stage", "wd=constant,two_stage", *TINY, f"hydra.sweep.dir={sweep}")
     out = tmp_path / "report"
     document(sweep, "--out", out, check=True)
     text = (out / "report.md").read_text()

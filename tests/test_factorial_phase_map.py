@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,17 +19,9 @@ from analysis.release import signature_numbers
 from analysis.rules import Rules, signature_parts, signature_verdict
 from analysis.stats import t975
 from analysis.core import analyse
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, analysis_main
 
 LN_V, H1 = 8.32, 6.05   # the pilot's vocabulary (ln 4096) and unigram entropy: near-uniform above 7.185
-
-
-def cli(module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{module} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr}")
-    return result
 
 
 def run_rows(plateau_start: int, rise: float, drop: float, final_loss: float, final_tokens: int,
@@ -119,15 +109,15 @@ def test_a_plateau_whose_loss_rises_has_stalled():
 
 def test_release_window_and_stall_rise_are_options(tmp_path):
     sweep = write_sweep(tmp_path / "one", [(["seed=0"], {"seed": 0}, run_rows(20, 0.4, 1.2, 5.0, 90), "completed")])
-    out = cli("analysis.tables", sweep, "--no-plots", "--out", tmp_path / "a", "--release-window", 0.3).stdout
+    out = analysis_main("analysis.tables", sweep, "--no-plots", "--out", tmp_path / "a", "--release-window", 0.3).stdout
     assert "evaluation nearest switch + 0.3 of the run's total steps" in out and "at least 0.1 nats above" in out
     csv = pd.read_csv(tmp_path / "a" / "signature.csv")
     assert csv.signature_release[0] == "yes 1/1"  # the window's evaluation: step 100 + 0.3 x 200 = 160
     assert csv.signature_release_text[0] == "loss -1.20 nats, tokens 1 → 30, step 100 → 160"
-    bad = cli("analysis.tables", sweep, "--release-window", 1.5, check=False)
+    bad = analysis_main("analysis.tables", sweep, "--release-window", 1.5, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: --release-window=1.5 is not allowed: use a share in "
                                                           "[0, 1]")
-    report = cli("analysis.document", sweep, "--only", "signature", "--stall-rise", 0.5, "--out", tmp_path / "r")
+    report = analysis_main("analysis.document", sweep, "--only", "signature", "--stall-rise", 0.5, "--out", tmp_path / "r")
     text = (tmp_path / "r" / "report.md").read_text()
     assert "with `--stall-rise 0.5`" in text and "| no 1/1 " in text and report.returncode == 0
     assert "no 1/1 (loss +0.40 nats on it)" in text  # the rise, 0.4, is below 0.5 and the phase is unigram
@@ -243,15 +233,15 @@ def test_a_response_without_a_value_in_a_cell_is_undecided(tmp_path):
 
 def test_effects_from_the_commands(tmp_path):
     sweep = factorial_sweep(tmp_path / "fact")
-    cli("analysis.tables", sweep, "--no-plots", "--out", tmp_path / "t")
+    analysis_main("analysis.tables", sweep, "--no-plots", "--out", tmp_path / "t")
     assert "optim.name x optim.decay" in (tmp_path / "t" / "effects.md").read_text()
     assert len(pd.read_csv(tmp_path / "t" / "effects.csv")) == 3
     doc = tmp_path / "findings.md"
     doc.write_text(f"Prose.\n\n<!-- generated: fact --only effects --level 3 -->\n<!-- end generated -->\n")
-    cli("analysis.document", "--update", doc)
+    analysis_main("analysis.document", "--update", doc)
     text = doc.read_text()
     assert "### Factorial effects on the collapse signature's parts" in text and "+0.350 [+0.110, +0.590]" in text
-    assert cli("analysis.document", "--update", doc, "--check").returncode == 0
+    assert analysis_main("analysis.document", "--update", doc, "--check").returncode == 0
 
 
 # ---- the phase map ----------------------------------------------------------------------------------------------
@@ -290,7 +280,7 @@ def test_phase_map_table_and_plot(tmp_path):
                                                                          "data.vocab_size (centre dotted)"]
     assert "↓1.50 nats\n1→30 tok" in [t.get_text() for t in fig.axes[0].texts]
     out = tmp_path / "out"
-    cli("analysis.tables", *sweeps, "--out", out)
+    analysis_main("analysis.tables", *sweeps, "--out", out)
     assert (out / "phase_map.png").stat().st_size > 10_000 and (out / "phase_map.csv").exists()
 
 

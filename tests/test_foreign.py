@@ -12,8 +12,8 @@ import pytest
 from analysis import load_sweeps
 from analysis.foreign import (ForeignCSVError, Labelling, labels_from_name, normalized, parse_labels, read_foreign,
                               value)
-from conftest import REPO_ROOT
-from test_analysis import FIXTURE, SEED001_STEPS, md_rows, tables_cli
+from conftest import REPO_ROOT, tables_main
+from test_analysis import FIXTURE, SEED001_STEPS, md_rows
 
 # Seed 001's tables in the seeds' own file format (tests/fixtures/README.md).
 SEED_CSV = REPO_ROOT / "tests" / "fixtures" / "seed001_csv"
@@ -38,8 +38,8 @@ def test_the_fixture_is_the_seeds_format():
 def test_the_seeds_files_give_the_seeds_tables(seed_files, tmp_path):
     out, fixture_out = tmp_path / "out", tmp_path / "fixture"
     common = ["--steps", *SEED001_STEPS, "--collapse-steps", "1000", "4000", "--no-plots"]
-    tables_cli(*sorted(seed_files.glob("scale_*_10k.txt")), *SEED_FLAGS, *common, "--out", out)
-    tables_cli(FIXTURE, *common, "--out", fixture_out)
+    tables_main(*sorted(seed_files.glob("scale_*_10k.txt")), *SEED_FLAGS, *common, "--out", out)
+    tables_main(FIXTURE, *common, "--out", fixture_out)
     # Seed 001's figures: the results table and the transition (loss drop, % change, token recovery).
     results = {row[0]: row[1:] for row in md_rows((out / "results.md").read_text())}
     assert results["256"] == ["16", "8", "2", "2", "2", "WD 0.1→0.0", "**10**", "**14**", "**13**", "completed"]
@@ -60,11 +60,11 @@ def test_the_seeds_files_give_the_seeds_tables(seed_files, tmp_path):
 
 
 def test_a_folder_of_them_and_the_default_output_folder(seed_files):
-    result = tables_cli(seed_files, *SEED_FLAGS, "--no-plots")
+    result = tables_main(seed_files, *SEED_FLAGS, "--no-plots")
     assert "4 grid points: 4 completed." in result.stdout
     assert (seed_files / "analysis" / "results.md").exists()
     # A single file: the output goes beside it, not inside it.
-    tables_cli(seed_files / "scale_256_10k.txt", "--no-plots", "--out", seed_files / "one")
+    tables_main(seed_files / "scale_256_10k.txt", "--no-plots", "--out", seed_files / "one")
     assert (seed_files / "one" / "points.md").exists()
 
 
@@ -76,7 +76,7 @@ def test_unknowns_stay_unknown(seed_files):
     assert sweep.points.error.str.contains("whether this run finished is unknown").all()
     assert sweep.points[["eval_positions", "eval_unique_targets", "unigram_entropy", "last_step"]].isna().all().all()
     assert sweep.frame.eval_loss.isna().all()
-    result = tables_cli(seed_files, "--name-pattern", "scale_{hidden}_{ignored}", "--no-plots")
+    result = tables_main(seed_files, "--name-pattern", "scale_{hidden}_{ignored}", "--no-plots")
     final = {row[0]: row[6] for row in md_rows((seed_files / "analysis" / "size.md").read_text())}
     assert set(final.values()) == {"–"} and "imported" in result.stdout
     # train.steps beyond the last row: stopped early, not finished.
@@ -139,7 +139,7 @@ def test_label_values_and_names():
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, text, args, message):
     path = tmp_path / "scale_256_10k.txt"
     path.write_text(text)
-    result = tables_cli(path, *args, "--out", tmp_path / "out", check=False)
+    result = tables_main(path, *args, "--out", tmp_path / "out", check=False)
     assert result.returncode == 2 and result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
@@ -151,7 +151,7 @@ def test_hand_typed_steps_trailing_commas_and_repeated_rows(tmp_path):
     file and step for the repeat."""
     path = tmp_path / "scale_256_10k.txt"
     path.write_text("Step,Loss,Unique Tokens\n1k,,16,\n5k,10.34,2,\n5k,10.34,2,\n6k,7.32,10,\n10k,,13,\n")
-    result = tables_cli(path, "--name-pattern", "scale_{hidden}_{train.steps}", "--no-plots", "--out", tmp_path / "out")
+    result = tables_main(path, "--name-pattern", "scale_{hidden}_{train.steps}", "--no-plots", "--out", tmp_path / "out")
     sweep = load_sweeps([path], labelling=Labelling(pattern="scale_{hidden}_{train.steps}"))
     frame = sweep.frame
     assert frame.step.tolist() == [1000, 5000, 6000, 10000] and frame.unique_tokens.tolist() == [16, 2, 10, 13]

@@ -14,7 +14,8 @@ import torch
 from analysis import load_sweeps
 from bitnet.data import make_eval_set
 from bitnet.probe import evaluate
-from test_analysis import md_rows, tables_cli
+from conftest import tables_main
+from test_analysis import md_rows
 
 VOCAB, SEQ, POSITIONS = 100, 32, 256
 
@@ -50,6 +51,7 @@ def hf_run(out, hidden: int, train_ids, val_ids, steps: int = 6, optimizer=None)
     return model, trainer
 
 
+@pytest.mark.slow  # a real transformers Trainer
 def test_hf_trainer_callback_writes_a_folder_the_analysis_reads(tokens, tmp_path):
     train_ids, val_ids = tokens
     model, trainer = hf_run(tmp_path, 32, train_ids, val_ids)
@@ -79,7 +81,7 @@ def test_hf_trainer_callback_writes_a_folder_the_analysis_reads(tokens, tmp_path
     assert sweep.swept == ["hidden"] and list(sweep.points.point) == ["hidden=32", "hidden=48"]
     assert set(sweep.points.status) == {"completed"} and set(sweep.points["wd.value"]) == {0.1}
     out = tmp_path / "analysis"
-    tables_cli(folder, tmp_path / "h48", "--no-plots", "--out", out)
+    tables_main(folder, tmp_path / "h48", "--no-plots", "--out", out)
     results = {row[0]: row for row in md_rows((out / "results.md").read_text())}
     assert set(results) == {"32", "48"}
     assert results["32"][-2] == str(int(csv.unique_tokens.iloc[-1]))  # tokens at the last step
@@ -130,7 +132,7 @@ def test_lightning_callback_writes_a_folder_the_analysis_reads(tokens, tmp_path)
     assert [f["rule"] for f in record["setup_findings"]] == ["lr_above_recipe"]
 
     out = tmp_path / "analysis"
-    result = tables_cli(tmp_path / "lit", "--no-plots", "--out", out)
+    result = tables_main(tmp_path / "lit", "--no-plots", "--out", out)
     assert "1 grid points: 1 completed." in result.stdout
     [points] = md_rows((out / "points.md").read_text())
     assert points[:3] == ["lit", "completed", "5/5"]

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from bitnet import devices
 from bitnet.devices import JOBLIB_TARGET, assign_device, concurrent_jobs, cpu_threads, current_job_num
 
-from tests.conftest import CONF_DIR, TINY, run_cli
+from tests.conftest import CONF_DIR, TINY, run_cli, run_main
 
 # ---- real sweeps ----------------------------------------------------------------------------------------
 
@@ -40,6 +40,7 @@ def check_two_points(sweep_dir):
         assert record["device"] == "cpu"
 
 
+@pytest.mark.slow  # worker processes that each import torch and Hydra
 def test_submitit_local_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     run_cli("-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", "seed=0,1", *TINY)
@@ -47,6 +48,7 @@ def test_submitit_local_sweep(tmp_path):
     assert (sweep / ".submitit").is_dir()  # it really went through submitit
 
 
+@pytest.mark.slow  # worker processes that each import torch and Hydra
 def test_joblib_sweep(tmp_path):
     """Through joblib, via our local_parallel preset (which composes the plugin's joblib config)."""
     sweep = tmp_path / "sweep"
@@ -176,7 +178,7 @@ def test_sweep_settings_hydra_would_fail_on_are_one_line(tmp_path, settings, sta
     sweep folder. The slurm case runs with a PATH that has no sbatch or srun."""
     sweep_dir = tmp_path / "sweep"
     env = {"PATH": os.path.dirname(sys.executable)} if "hydra/launcher=slurm" in settings else None
-    result = run_cli("-m", *TINY, *settings, f"hydra.sweep.dir={sweep_dir}", check=False, env=env)
+    result = run_main("-m", *TINY, *settings, f"hydra.sweep.dir={sweep_dir}", check=False, env=env)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(start), result.stderr

@@ -18,7 +18,7 @@ import pytest
 
 from bitnet.keys import ConfigError
 from bitnet.loggers import LIBRARIES, STATE_FILE, LoggerConfig, TensorBoard, flatten
-from tests.conftest import CONF_DIR, REPO_ROOT, TINY
+from tests.conftest import CONF_DIR, REPO_ROOT, TINY, run_main
 
 
 def compose(*overrides: str):
@@ -99,15 +99,15 @@ def test_the_logger_is_not_part_of_what_the_run_computes():
 
 
 @pytest.mark.parametrize("name", [name for name, module in LIBRARIES.items() if module])
-def test_a_missing_tracker_library_is_a_one_line_error_before_training(tmp_path, name):
+def test_a_missing_tracker_library_is_a_one_line_error_before_training(tmp_path, name, monkeypatch):
     """As a user without the extra sees it: the CLI, with the library made unimportable, exits 2 naming the
     extra, and no run folder is made."""
-    hide = (f"import importlib.util as u, runpy, sys; f = u.find_spec; "
-            f"u.find_spec = lambda n, *a: None if n == {name!r} else f(n, *a); "
-            f"sys.argv = ['bitnet', *sys.argv[1:]]; runpy.run_module('bitnet.run', run_name='__main__')")
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == name else find_spec(n, *a))
     folder = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-c", hide, *TINY, f"logger={name}", f"hydra.run.dir={folder}"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = run_main(*TINY, f"logger={name}", f"hydra.run.dir={folder}", cwd=tmp_path, check=False)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         f'error: logger={name}: the {name} package is not installed; install it with pip install "bitnet-sweeps[{name}]" '
@@ -190,9 +190,7 @@ def test_the_points_of_a_sweep_share_one_mlflow_store(tmp_path):
     pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
     from mlflow import MlflowClient
 
-    from tests.conftest import run_cli
-
-    run_cli("-m", *TINY, "logger=mlflow", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
+    run_main("-m", *TINY, "logger=mlflow", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("bitnet").experiment_id])
     assert sorted(run.info.run_name for run in runs) == ["seed=0", "seed=1"]

@@ -1,21 +1,22 @@
 """The package as a user installs it, run from a folder outside the repository.
 
-`pip install .`: the wheel is built from a clean copy of the repository and installed with --no-deps into a
-fresh virtualenv that reuses this test environment's dependencies; then a tiny training, a smoke preset, the
-analysis, the notebook, `bitnet --help` and tab completion. `pip install -e .`: an editable install of another
-clean copy, then a sweep. Both are built without build isolation (offline), with the setuptools of the dev
-extra.
+`pip install .`: the wheel is built from a clean copy of the checkout under test and installed with --no-deps
+into a fresh virtualenv; then a tiny training, a smoke preset, the analysis, the notebook, `bitnet --help` and
+tab completion. `pip install -e .`: an editable install of another clean copy, then a sweep. Both are built
+without build isolation (offline), with the setuptools of the dev extra.
 
-The fresh virtualenv sees this environment's packages as plain folders on its path: their .pth files are not
-run, so this environment's own (editable) install of bitnet is invisible there, and the test checks that
-nothing named bitnet is importable before it installs one."""
+The fresh virtualenv takes its dependencies (torch, hydra, ...) from this test environment, but never this
+project: it sees a folder of links to what this environment's site folders hold, less any install of bitnet
+(an editable one's finder and .pth, a regular one's packages, the metadata) and less anything else that takes
+the names bitnet, analysis or hydra_plugins.bitnet_sweeper. Nothing from the outer environment's variables
+(PYTHONPATH, a user site) reaches it either. So the installed package is the one under test whatever the outer
+environment holds (say, an editable install of another checkout), and the tests check that it is."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -39,33 +40,69 @@ def not_shipped(folder: str, names: list[str]) -> set[str]:
     return ignored
 
 
+# What an install of this project puts in a site folder: its packages, and the files whose names start so
+# (metadata, an editable install's .pth and finder); hydra_plugins is a namespace other plugins share.
+OURS = ("bitnet", "analysis", "__editable__.bitnet", "__editable___bitnet")
+OUR_PLUGIN = "bitnet_sweeper"
+
+
+def dependencies_without_bitnet(target: Path) -> Path:
+    """target: a folder of links to everything in this environment's site folders (the ones on sys.path, as the
+    test runs) except what OURS and OUR_PLUGIN name."""
+    target.mkdir()
+    plugins = target / "hydra_plugins"
+    for site_dir in dict.fromkeys(Path(p) for p in sys.path if Path(p).name in ("site-packages", "dist-packages")):
+        for entry in sorted(site_dir.iterdir()) if site_dir.is_dir() else []:
+            if entry.name.startswith(OURS) or entry.suffix == ".pth":  # .pth files: nothing is run from here
+                continue
+            if entry.name == "hydra_plugins":
+                plugins.mkdir(exist_ok=True)
+                for plugin in entry.iterdir():
+                    if plugin.name != OUR_PLUGIN and not (plugins / plugin.name).exists():
+                        (plugins / plugin.name).symlink_to(plugin)
+            elif not (target / entry.name).exists():  # the first site folder on the path wins, as in Python
+                (target / entry.name).symlink_to(entry)
+    return target
+
+
 def fresh_venv(root: Path) -> tuple[Path, Path, dict]:
-    """A virtualenv in root/venv with this environment's site-packages behind its own, and a work folder:
+    """A virtualenv in root/venv that finds its dependencies in dependencies_without_bitnet, and a work folder:
     (the venv's bin folder, the work folder, the environment to run in)."""
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # with its own pip (bundled, offline)
+    # no pip of its own (pip_install runs this environment's pip for it), so no bundled setuptools either: the
+    # dev extra's, linked below, builds the editable wheel (the bundled 65 on Python 3.11 cannot without `wheel`)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
-    # torch, hydra, ... come from this test environment, after the venv's own packages. Plain path lines, not
-    # site.addsitedir: that would run this environment's .pth files, its editable bitnet's import hook included.
-    (Path(purelib) / "test_environment.pth").write_text("".join(f"{path}\n" for path in site.getsitepackages()))
-    # the venv's bundled setuptools (65 on Python 3.11) cannot build an editable wheel without `wheel`; the dev
-    # extra's setuptools, on the path above, can
-    subprocess.run([str(python), "-m", "pip", "uninstall", "--quiet", "--yes", "setuptools"], check=True)
+    # A plain path line, after the venv's own packages: the linked folder's .pth files are not run.
+    (Path(purelib) / "test_dependencies.pth").write_text(f"{dependencies_without_bitnet(root / 'dependencies')}\n")
     work = root / "work"
     work.mkdir()
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # nothing from the checkout
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    seen = subprocess.run([str(python), "-c", "import bitnet"], cwd=work, env=env, capture_output=True, text=True)
-    assert seen.returncode != 0 and "No module named 'bitnet'" in seen.stderr, "the fresh venv sees a bitnet"
+    # nothing from the checkout or the outer environment: no PYTHONPATH (or other PYTHON* setting), no user site
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("PYTHON") and key not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    env.update(PYTHONNOUSERSITE="1", PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+    seen = subprocess.run([str(python), "-c", "import importlib.util as u; print([n for n in ('bitnet', 'analysis', "
+                                              "'hydra_plugins.bitnet_sweeper') if u.find_spec(n)])"],
+                          cwd=work, env=env, capture_output=True, text=True, check=True)
+    assert seen.stdout.strip() == "[]", f"the fresh venv sees {seen.stdout.strip()}"
     return venv / "bin", work, env
 
 
-def pip_install(bin_dir: Path, *target: str) -> None:
-    # --ignore-installed: pip would otherwise take this environment's bitnet-sweeps, on the path, as installed
-    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-                    "--no-build-isolation", "--ignore-installed", *target], check=True)
+def pip_install(bin_dir: Path, env: dict, *target: str) -> None:
+    """This environment's pip, installing into the venv as that venv's python sees it (pip --python)."""
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--quiet",
+                    "--no-deps", "--no-index", "--no-build-isolation", *target], check=True, env=env)
+
+
+def where_it_resolves(installed) -> dict[str, Path]:
+    """Where the venv's python finds the package's parts, and the `bitnet` command on its PATH."""
+    code = ("import json, shutil, bitnet.run, analysis, bitnet.integrations, hydra_plugins.bitnet_sweeper as s; "
+            "print(json.dumps({'conf': str(bitnet.run.CONF_DIR), 'sweeps': str(bitnet.run.SWEEPS_DIR), "
+            "'bitnet': bitnet.__file__, 'analysis': analysis.__file__, 'integrations': bitnet.integrations.__file__, "
+            "'sweeper': s.__path__[0], 'command': str(shutil.which('bitnet'))}))")
+    return {key: Path(path) for key, path in json.loads(run(installed, "python", "-c", code).stdout).items()}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +115,7 @@ def installed(tmp_path_factory):
                     "--wheel-dir", str(root / "dist"), str(source)], check=True, cwd=root)
     (wheel,) = (root / "dist").glob("bitnet_sweeps-*.whl")
     bin_dir, work, env = fresh_venv(root)
-    pip_install(bin_dir, str(wheel))
+    pip_install(bin_dir, env, str(wheel))
     return bin_dir, work, env
 
 
@@ -94,12 +131,10 @@ def run(installed, *command: str, check: bool = True, **kwargs) -> subprocess.Co
 
 def test_the_installed_package_is_the_one_imported(installed):
     bin_dir, work, _ = installed
-    where = run(installed, "python", "-c", "import bitnet.run, analysis, bitnet.integrations; "
-                                           "print(bitnet.run.CONF_DIR); print(bitnet.run.SWEEPS_DIR); "
-                                           "print(analysis.__file__); print(bitnet.integrations.__file__)"
-                ).stdout.split()
-    assert all(Path(path).is_relative_to(bin_dir.parent) for path in where), where
-    assert [Path(path).parts[-2:] for path in where[:2]] == [("bitnet", "conf"), ("bitnet", "sweeps")]
+    where = where_it_resolves(installed)
+    assert all(path.is_relative_to(bin_dir.parent) for path in where.values()), where  # all inside the venv
+    assert where["command"] == bin_dir / "bitnet"
+    assert [where[key].parts[-2:] for key in ("conf", "sweeps")] == [("bitnet", "conf"), ("bitnet", "sweeps")]
 
 
 def test_training_and_python_m_from_outside_the_repository(installed):
@@ -173,10 +208,12 @@ def test_editable_install_sweeps_from_any_folder(tmp_path):
     source = tmp_path / "checkout"
     shutil.copytree(REPO_ROOT, source, ignore=not_shipped)
     bin_dir, work, env = fresh_venv(tmp_path)
-    pip_install(bin_dir, "--editable", str(source))
+    pip_install(bin_dir, env, "--editable", str(source))
     editable = (bin_dir, work, env)
-    where = run(editable, "python", "-c", "import bitnet.run; print(bitnet.run.CONF_DIR)").stdout.strip()
-    assert Path(where) == source / "conf"
+    where = where_it_resolves(editable)
+    assert (where["conf"], where["sweeps"], where["sweeper"]) == (source / "conf", source / "sweeps",
+                                                                  source / "hydra_plugins" / "bitnet_sweeper")
+    assert where["bitnet"].is_relative_to(source) and where["command"] == bin_dir / "bitnet"
     run(editable, "bitnet", "-m", *TINY, "seed=0,1", "hydra.sweep.dir=sweep")
     records = {p.parent.name: json.loads(p.read_text())["status"] for p in (work / "sweep").glob("*/run.json")}
     assert records == {"seed=0": "completed", "seed=1": "completed"}

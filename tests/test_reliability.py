@@ -22,7 +22,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from bitnet.records import MetricsCSV
-from tests.conftest import REPO_ROOT, TINY, run_cli
+from tests.conftest import REPO_ROOT, TINY, run_main
 
 TIMING_COLUMNS = {"elapsed_s"}
 
@@ -74,6 +74,7 @@ def wait_for_rows(csv_path: Path, n: int, proc: subprocess.Popen, timeout: float
 KILLABLE = tiny("train.steps=80", "eval.every=10", "train.checkpoint_every=20")
 
 
+@pytest.mark.slow  # several training processes at once, signals between them
 def test_sigkilled_run_resumes_to_the_uninterrupted_csv(tmp_path):
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     command = [sys.executable, "-m", "bitnet.run", *KILLABLE]
@@ -97,7 +98,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_csv(tmp_path):
     with open(killed / "metrics.csv", "a") as handle:
         handle.write("90,4.87,7,4.8")
 
-    rerun = run_cli(*KILLABLE, f"hydra.run.dir={killed}")
+    rerun = run_main(*KILLABLE, f"hydra.run.dir={killed}")
     resumed_at = int(rerun.stdout.split("Resuming from the checkpoint at step ")[1].split()[0])
     assert 20 <= resumed_at <= int(partial[-1]["step"]), rerun.stdout
     assert ref_proc.wait(timeout=300) == 0, ref_proc.stderr.read()
@@ -119,7 +120,7 @@ DIVERGING = [*tiny("lr=two_stage", "lr.switch_step=12"), "lr.stage2_peak=1e-3,1e
 @pytest.fixture(scope="module")
 def diverged_sweep(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("diverged-sweep")
-    result = run_cli("-m", *DIVERGING, f"hydra.sweep.dir={sweep_dir}")
+    result = run_main("-m", *DIVERGING, f"hydra.sweep.dir={sweep_dir}")
     return sweep_dir, result
 
 
@@ -172,7 +173,7 @@ def test_rerunning_a_finished_sweep_retrains_nothing(diverged_sweep):
     sweep_dir, _ = diverged_sweep
     before = snapshot(sweep_dir)
     assert sum(name.endswith("metrics.csv") for name in before) == 2
-    result = run_cli("-m", *DIVERGING, f"hydra.sweep.dir={sweep_dir}")
+    result = run_main("-m", *DIVERGING, f"hydra.sweep.dir={sweep_dir}")
     assert result.stdout.count("(skipped)") == 2, result.stdout
     diverged_step = {float(v): record(f) for v, f in points(sweep_dir, "lr.stage2_peak").items()}[1e30]["diverged_step"]
     assert "Already completed at step 20" in result.stdout
@@ -194,7 +195,7 @@ def test_a_failing_point_does_not_stop_the_sweep(tmp_path):
     first = sweep_dir / "seed=0"
     (first / "layers.csv").mkdir(parents=True)
 
-    result = run_cli(*args, check=False)
+    result = run_main(*args, check=False)
     assert result.returncode != 0
     found = points(sweep_dir, "seed")
     assert found["0"] == first, "the folder naming changed; update this test"
@@ -333,6 +334,7 @@ def test_preemption_during_a_checkpoint_write_exits_cleanly_and_resumes(tmp_path
 
 
 # ---- two launches of one sweep at once ----------------------------------------------------------------------
+@pytest.mark.slow  # several training processes at once, signals between them
 def test_two_launches_of_one_sweep_train_each_point_once(tmp_path):
     """The same two-point sweep started twice at once into one folder (a user who relaunches while the first
     launch still runs): each point's lock lets one launcher train it; the other says so and moves on."""
@@ -360,6 +362,7 @@ def test_two_launches_of_one_sweep_train_each_point_once(tmp_path):
 
 
 # ---- Ctrl-C and SIGTERM ---------------------------------------------------------------------------------------
+@pytest.mark.slow  # several training processes at once, signals between them
 def test_a_stopped_run_is_recorded_interrupted_and_resumes(tmp_path):
     """Ctrl-C (SIGINT) and SIGTERM, each sent to its own run (both at once, to save time): one line, exit
     130 / 143, status `interrupted`, and the command that resumes; that command resumes to the end. The Ctrl-C
@@ -568,7 +571,7 @@ def test_a_folder_of_another_finished_config_names_the_differing_keys(tmp_path, 
 
     folder = tmp_path / "run"
     shutil.copytree(finished_tiny, folder)
-    result = run_cli(*tiny("hidden=48", "train.checkpoint_every=10", "lr.peak=0.002"), f"hydra.run.dir={folder}",
+    result = run_main(*tiny("hidden=48", "train.checkpoint_every=10", "lr.peak=0.002"), f"hydra.run.dir={folder}",
                      check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -604,11 +607,11 @@ def test_eval_every_beyond_the_run_warns_that_no_checkpoint_is_taken(tmp_path, c
 def test_adding_a_swept_key_says_the_points_will_be_renamed(tmp_path):
     sweep_dir = tmp_path / "sweep"
     short = tiny("train.steps=2", "eval.every=1", "lr.warmup=1")
-    first = run_cli("-m", *short, "hidden=32,48", f"hydra.sweep.dir={sweep_dir}")
+    first = run_main("-m", *short, "hidden=32,48", f"hydra.sweep.dir={sweep_dir}")
     assert "warning" not in first.stderr
-    again = run_cli("-m", *short, "hidden=32,48", f"hydra.sweep.dir={sweep_dir}")
+    again = run_main("-m", *short, "hidden=32,48", f"hydra.sweep.dir={sweep_dir}")
     assert "warning" not in again.stderr  # same grid, same names: nothing to say
-    wider = run_cli("-m", *short, "hidden=32,48", "seed=0,1", f"hydra.sweep.dir={sweep_dir}")
+    wider = run_main("-m", *short, "hidden=32,48", "seed=0,1", f"hydra.sweep.dir={sweep_dir}")
     lines = [line for line in wider.stderr.splitlines() if line.startswith("warning:")]
     assert len(lines) == 1, wider.stderr
     assert (f"warning: {sweep_dir} holds 2 point folder(s) that this grid does not name (hidden=32, hidden=48); "
@@ -643,13 +646,13 @@ def test_a_point_folder_of_another_config_is_refused_and_the_sweep_goes_on(tmp_p
     left as it was), the others run, and the sweep names it at the end and exits non-zero."""
     sweep = tmp_path / "sweep"
     command = ["-m", *tiny("train.steps=10"), "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    run_cli(*command)
+    run_main(*command)
     other = record(sweep / "seed=0")
     other.update(config_fingerprint="0" * 16, config={**other["config"], "hidden": 48})
     (sweep / "seed=0" / "run.json").write_text(json.dumps(other))
     before = (sweep / "seed=0" / "run.json").read_bytes()
     (sweep / "seed=1" / "run.json").unlink()  # this point trains again
-    result = run_cli(*command, check=False)
+    result = run_main(*command, check=False)
     assert result.returncode != 0
     assert (sweep / "seed=0" / "run.json").read_bytes() == before
     assert record(sweep / "seed=1")["status"] == "completed"

@@ -1,12 +1,15 @@
-"""Real runs through the command line, as a user types them."""
+"""Real runs through the command line, as a user types them (in this process, and the presets each in its own)."""
 
 import csv
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from omegaconf import OmegaConf
 
-from tests.conftest import REPO_ROOT, TINY, run_cli
+from tests.conftest import CONF_DIR, TINY, run_cli, run_main
 
 FIRST_COLUMNS = ["step", "loss", "unique_tokens"]
 
@@ -19,7 +22,7 @@ def read_rows(path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = run_cli(*TINY, "lr=two_stage", "wd=two_stage", f"hydra.run.dir={out}")
+    result = run_main(*TINY, "lr=two_stage", "wd=two_stage", f"hydra.run.dir={out}")
     return out, result
 
 
@@ -68,7 +71,7 @@ def test_run_record(tiny_run):
 
 
 def test_stage1_only_stops_at_the_switch(tmp_path):
-    run_cli(*TINY, "lr=two_stage", "wd=two_stage", "train.stage1_only=true", "train.steps=40",
+    run_main(*TINY, "lr=two_stage", "wd=two_stage", "train.stage1_only=true", "train.steps=40",
             f"hydra.run.dir={tmp_path}")
     rows = read_rows(tmp_path / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [0, 10, 20]
@@ -76,7 +79,7 @@ def test_stage1_only_stops_at_the_switch(tmp_path):
 
 
 def test_multirun_sweep_writes_one_csv_per_point(tmp_path):
-    result = run_cli("-m", "hidden=32,64", *TINY[1:], f"hydra.sweep.dir={tmp_path}")
+    result = run_main("-m", "hidden=32,64", *TINY[1:], f"hydra.sweep.dir={tmp_path}")
     points = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert points == ["hidden=32", "hidden=64"]
     for point in points:
@@ -88,20 +91,64 @@ def test_multirun_sweep_writes_one_csv_per_point(tmp_path):
 
 SMOKE_PRESETS = ["scaling", "interventions", "stage1_only", "wd_stage2", "controls", "lr_wd_factorial",
                  "forensics", "screening", "fixes", "collapse_map"]
-# one seed where the grid is large: the preset's shape is what is checked, not its replication
-ONE_SEED = {"screening", "fixes", "forensics"}
+# Each preset's full grid at smoke scale (points), and the points trained end to end: seed 0 only where a preset
+# sweeps seeds, since the preset's shape is what is checked, not its replication.
+SMOKE_GRID = {"scaling": 2, "interventions": 4, "stage1_only": 3, "wd_stage2": 2, "controls": 6, "lr_wd_factorial": 12,
+              "forensics": 27, "screening": 24, "fixes": 24, "collapse_map": 3}
+TRAINED = {"scaling": 2, "interventions": 4, "stage1_only": 1, "wd_stage2": 2, "controls": 6, "lr_wd_factorial": 4,
+           "forensics": 9, "screening": 8, "fixes": 8, "collapse_map": 1}
+
+
+def smoke_grid(preset: str):
+    """The preset's `hydra.sweeper.params` at smoke scale, resolved."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={preset}", "scale=smoke"], return_hydra_config=True)
+    return OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+
+
+@pytest.mark.parametrize("preset", SMOKE_PRESETS)
+def test_every_preset_has_its_grid_at_smoke_scale(preset):
+    params = smoke_grid(preset)
+    assert math.prod(len(str(values).split(",")) for values in params.values()) == SMOKE_GRID[preset]
+    if "seed" in params:
+        assert str(params["seed"]) == "0,1,2" and SMOKE_GRID[preset] == 3 * TRAINED[preset]
+    else:
+        assert SMOKE_GRID[preset] == TRAINED[preset]
+
+
+@pytest.fixture(scope="module")
+def smoke_sweeps(request, tmp_path_factory):
+    """The selected presets at smoke scale, each launched as a user types it, in its own process: two at a time
+    (threads=1 each), in the order their tests run, so a test waits only for its own sweep while the next one
+    trains on the other core. Returns a function: preset -> (sweep folder, the finished process)."""
+    selected = [item.callspec.params["preset"] for item in request.session.items
+                if item.module is request.module and "smoke_sweeps" in item.fixturenames]
+    root = tmp_path_factory.mktemp("smoke")
+
+    def sweep(preset):
+        seeds = ["seed=0"] if TRAINED[preset] < SMOKE_GRID[preset] else []
+        folder = root / preset
+        return folder, run_cli("-m", f"+sweep={preset}", "scale=smoke", "threads=1", *seeds,
+                               f"hydra.sweep.dir={folder}", timeout=600, check=False)
+
+    with ThreadPoolExecutor(max_workers=min(2, len(os.sched_getaffinity(0)))) as pool:
+        started = {preset: pool.submit(sweep, preset) for preset in selected}
+
+        def finished(preset):
+            folder, result = started[preset].result()
+            assert result.returncode == 0, f"+sweep={preset} exited {result.returncode}\n{result.stderr[-3000:]}"
+            return folder
+        yield finished
 
 
 @pytest.mark.parametrize("preset", [p if p == "scaling" else pytest.param(p, marks=pytest.mark.slow)
                                     for p in SMOKE_PRESETS])
-def test_preset_runs_end_to_end_at_smoke_scale(preset, tmp_path):
-    seeds = ["seed=0"] if preset in ONE_SEED else []
-    run_cli("-m", f"+sweep={preset}", "scale=smoke", "threads=1", *seeds, f"hydra.sweep.dir={tmp_path}",
-            timeout=600)
-    csvs = sorted(tmp_path.glob("*/metrics.csv"))
-    expected = {"scaling": 2, "interventions": 4, "stage1_only": 3, "wd_stage2": 2, "controls": 6,
-                "lr_wd_factorial": 12, "forensics": 9, "screening": 8, "fixes": 8, "collapse_map": 3}[preset]
-    assert len(csvs) == expected
+def test_preset_runs_end_to_end_at_smoke_scale(preset, smoke_sweeps):
+    sweep_dir = smoke_sweeps(preset)
+    csvs = sorted(sweep_dir.glob("*/metrics.csv"))
+    assert len(csvs) == TRAINED[preset]
     for path in csvs:
         rows = read_rows(path)
         assert rows[-1]["step"] == "40"  # smoke runs are 40 steps; stage1_only runs 80 and stops at its switch
@@ -109,7 +156,7 @@ def test_preset_runs_end_to_end_at_smoke_scale(preset, tmp_path):
 
 
 def test_diagnostics_in_a_real_full_precision_run(tmp_path):
-    run_cli(*TINY, "model.quant=none", "eval.generate.every=2", f"hydra.run.dir={tmp_path}")
+    run_main(*TINY, "model.quant=none", "eval.generate.every=2", f"hydra.run.dir={tmp_path}")
     rows = read_rows(tmp_path / "metrics.csv")
     record = json.loads((tmp_path / "run.json").read_text())
     for row in rows:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF_DIR, REPO_ROOT, TINY, run_cli
+from tests.conftest import CONF_DIR, REPO_ROOT, TINY, run_main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -73,7 +73,7 @@ def test_a_checkpoint_of_another_config_is_refused_before_it_is_opened(tmp_path)
     (folder / "run.json").write_text(json.dumps({"status": "interrupted", "step": 10, "config_fingerprint": "0" * 16,
                                                  "config": {"hidden": 48}}))
     content = crafted_checkpoint(folder / "checkpoint.pt", marker)
-    result = run_cli(*TINY, f"hydra.run.dir={folder}", check=False)
+    result = run_main(*TINY, f"hydra.run.dir={folder}", check=False)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder} holds a checkpoint of a different config ("), lines
@@ -100,7 +100,7 @@ def test_a_grid_value_cannot_place_a_point_outside_the_sweep(tmp_path, private_t
     before = {p: p.read_bytes() for p in victim.rglob("*") if p.is_file()}
 
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", *TINY, "train.steps=10", "data.cache_dir=../../../victim/run,cache",
+    result = run_main("-m", *TINY, "train.steps=10", "data.cache_dir=../../../victim/run,cache",
                      f"hydra.sweep.dir={sweep}", cwd=work, env={"PYTHONPATH": str(REPO_ROOT)})
     assert {p: p.read_bytes() for p in victim.rglob("*") if p.is_file()} == before, result.stdout
     folders = [p["folder"] for p in json.loads((sweep / "grid.json").read_text())["points"]]
@@ -114,7 +114,7 @@ def test_a_point_folder_outside_the_sweep_is_refused_before_anything_is_written(
     """A custom hydra.sweep.subdir that leads out of the sweep folder: one line per point, exit 2, nothing
     written (no sweep folder, no folder outside it)."""
     sweep = tmp_path / "sweep"
-    result = run_cli("-m", *TINY, "hidden=32,48", f"hydra.sweep.dir={sweep}",
+    result = run_main("-m", *TINY, "hidden=32,48", f"hydra.sweep.dir={sweep}",
                      "hydra.sweep.subdir=../outside_${hydra.job.num}", check=False)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from bitnet.sweeper import _is_remote
 from bitnet.validate import ConfigError, validate
-from tests.conftest import CONF_DIR, REPO_ROOT, TINY, run_cli
+from tests.conftest import CONF_DIR, REPO_ROOT, TINY, run_cli, run_main
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -304,7 +304,7 @@ def test_cli_exits_2_with_one_line_and_trains_nothing(tmp_path, overrides, start
 def test_a_rejected_run_leaves_no_output_folder(tmp_path, overrides, start):
     """Hydra makes a single run's folder (.hydra/, run.log) before the task starts: validation runs before it."""
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    result = run_cli(*tiny(*overrides), cwd=tmp_path, env=env, check=False)
+    result = run_main(*tiny(*overrides), cwd=tmp_path, env=env, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(start), result.stderr
@@ -317,7 +317,7 @@ def test_a_rejected_run_leaves_no_output_folder(tmp_path, overrides, start):
                  marks=pytest.mark.slow),
 ])
 def test_hydra_rejects_unknown_keys_and_options_understandably(tmp_path, override, fragments):
-    result = run_cli(*TINY, override, f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    result = run_main(*TINY, override, f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert result.returncode != 0
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
@@ -330,7 +330,7 @@ def test_hydra_rejects_unknown_keys_and_options_understandably(tmp_path, overrid
 ])
 def test_a_sweep_with_one_bad_point_trains_nothing(tmp_path, launcher):
     sweep_dir = tmp_path / "sweep"
-    result = run_cli("-m", *tiny("model.n_heads=2,3"), *launcher, f"hydra.sweep.dir={sweep_dir}", check=False)
+    result = run_main("-m", *tiny("model.n_heads=2,3"), *launcher, f"hydra.sweep.dir={sweep_dir}", check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -343,7 +343,7 @@ def test_a_sweep_with_one_bad_point_trains_nothing(tmp_path, launcher):
 def test_config_grids_are_validated_too(tmp_path):
     """Grids from hydra.sweeper.params (the presets') expand before validation like command-line grids."""
     sweep_dir = tmp_path / "sweep"
-    result = run_cli("-m", "+sweep=scaling", "scale=smoke", "model.n_heads=3", f"hydra.sweep.dir={sweep_dir}",
+    result = run_main("-m", "+sweep=scaling", "scale=smoke", "model.n_heads=3", f"hydra.sweep.dir={sweep_dir}",
                      check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -361,7 +361,7 @@ def test_config_grids_are_validated_too(tmp_path):
 def test_a_key_no_component_reads_is_refused_naming_the_nearest(tmp_path, override, start):
     """Hydra accepts a new key given with `+`; nothing would read it, so the run would silently ignore it."""
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    result = run_cli(*TINY, override, cwd=tmp_path, env=env, check=False)
+    result = run_main(*TINY, override, cwd=tmp_path, env=env, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(start), result.stderr
@@ -370,7 +370,7 @@ def test_a_key_no_component_reads_is_refused_naming_the_nearest(tmp_path, overri
 
 def test_a_key_no_component_reads_is_refused_at_every_grid_point(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_cli("-m", *tiny("hidden=32,48"), "+train.stpes=5", f"hydra.sweep.dir={sweep_dir}", check=False)
+    result = run_main("-m", *tiny("hidden=32,48"), "+train.stpes=5", f"hydra.sweep.dir={sweep_dir}", check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2, result.stderr
@@ -414,7 +414,7 @@ def test_an_output_folder_that_cannot_hold_results_is_one_line(tmp_path, where):
     blocker.write_text("not a folder\n")
     folder, reason = {"under_a_file": (blocker / "run", f"{blocker} is a file, not a folder"),
                       "proc": (Path("/proc/bitnet_run"), "/proc is on a virtual file system")}[where]
-    result = run_cli(*TINY, f"hydra.run.dir={folder}", check=False)
+    result = run_main(*TINY, f"hydra.run.dir={folder}", check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: the output folder {folder} cannot hold results: {reason}"), \
