@@ -42,6 +42,7 @@ def test_without_a_command_it_lists_them_and_an_unknown_one_is_refused(capsys):
                                                + ", ".join(cli.COMMANDS))
 
 
+@pytest.mark.slow
 def test_python_m_analysis_and_the_old_module_command_write_the_same_tables(tmp_path):
     outputs = {}
     for name, command in (("new", ["-m", "analysis", "tables"]), ("alias", ["-m", "analysis.tables"]),
@@ -99,6 +100,7 @@ def test_no_module_of_the_analysis_imports_itself_back():
     assert not any(reaches(m, "analysis.cli", set()) for m in graph if m != "analysis.__main__")
 
 
+@pytest.mark.slow
 def test_each_analysis_module_imports_on_its_own():
     """Each module imported first, in a fresh interpreter: a circle would fail on a half-initialised module."""
     modules = sorted(f"analysis.{p.stem}" for p in ANALYSIS.glob("*.py") if p.stem != "__main__")

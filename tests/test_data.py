@@ -75,9 +75,12 @@ def test_the_jobs_validation_says_so_when_it_trains_the_tokenizer(tmp_path, caps
     from bitnet.data import DataConfig
     from bitnet.validate import load_checked
 
-    data = DataConfig(name="kjv", path=None, vocab_size=512, seq_len=64, val_fraction=0.05, cache_dir=str(tmp_path))
+    corpus = tmp_path / "book.txt"
+    corpus.write_text(kjv_text()[:200_000])  # a small text trains in a fraction of a second
+    data = DataConfig(name="text", path=str(corpus), vocab_size=300, seq_len=32, val_fraction=0.05,
+                      cache_dir=str(tmp_path / "cache"))
     load_checked(data)
     said = capsys.readouterr().out.splitlines()
-    assert said[0].startswith("Training a 512-token BPE tokenizer on kjv") and said[2].startswith("Corpus encoded")
+    assert said[0].startswith("Training a 300-token BPE tokenizer on ") and said[2].startswith("Corpus encoded")
     load_checked(data)
     assert capsys.readouterr().out == ""  # the cache serves: nothing to say

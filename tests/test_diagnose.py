@@ -117,6 +117,7 @@ def test_seed_004_reduced_lr_is_a_collapse_that_recovers_without_a_switch(capsys
 
 
 # ---- the committed results ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_shipped_evidence_and_its_docs_table_are_what_the_committed_results_give(capsys):
     shipped = json.loads(dg.EVIDENCE_FILE.read_text())
     assert build_evidence(RESULTS) == shipped, "stale: run python -m analysis.evidence"
@@ -204,6 +205,7 @@ def test_a_sweep_caught_part_way(capsys):
     assert summary[5].endswith("partial_sweep/hidden=1536: missing (nothing to diagnose)")
 
 
+@pytest.mark.slow
 def test_diagnose_imports_nothing_of_hydra_even_when_it_rechecks_a_setup():
     import subprocess
     import sys

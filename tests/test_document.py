@@ -50,6 +50,7 @@ def test_example_report_is_regenerated_unchanged_from_the_fixtures():
         assert (EXAMPLE / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", docs_with_blocks(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_generated_blocks_of_the_docs_are_current(document, doc):
     """Every generated block in the repository's docs is what its sweep folders give now."""
@@ -62,6 +63,7 @@ def test_some_doc_has_a_generated_block():
 
 
 # ---- a report -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_report_of_the_fixtures_is_deterministic_relative_and_complete(document, tmp_path):
     """Same folders, same bytes (markdown and PNGs); no absolute path; the verdicts and their rules are in it."""
     sweeps = tmp_path / "somewhere" / "sweeps"

@@ -87,6 +87,7 @@ def test_hf_trainer_callback_writes_a_folder_the_analysis_reads(tokens, tmp_path
     assert results["32"][-2] == str(int(csv.unique_tokens.iloc[-1]))  # tokens at the last step
 
 
+@pytest.mark.slow
 def test_lightning_callback_writes_a_folder_the_analysis_reads(tokens, tmp_path):
     lightning = pytest.importorskip("lightning")
     from bitnet.integrations.lightning import DiversityCallback

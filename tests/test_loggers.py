@@ -160,6 +160,7 @@ def test_tensorboard_event_files_hold_every_row_and_the_config(tmp_path):
 
 
 # ---- MLflow ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mlflow_store_holds_every_row_and_the_config(tmp_path):
     pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
     from mlflow import MlflowClient

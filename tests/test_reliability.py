@@ -661,6 +661,7 @@ def test_a_point_folder_of_another_config_is_refused_and_the_sweep_goes_on(tmp_p
     assert "1 of 2 grid points failed" in result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_write_that_runs_out_of_room_is_recorded_failed_in_one_line(tmp_path):
     """A file-size limit (what a full disk does to the next append, without filling the machine's disk): the
     point is recorded `failed` with the error, and the run says so in one line, exit 1, not in tracebacks."""

@@ -143,8 +143,8 @@ def smoke_sweeps(request, tmp_path_factory):
         yield finished
 
 
-@pytest.mark.parametrize("preset", [p if p == "scaling" else pytest.param(p, marks=pytest.mark.slow)
-                                    for p in SMOKE_PRESETS])
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", SMOKE_PRESETS)
 def test_preset_runs_end_to_end_at_smoke_scale(preset, smoke_sweeps):
     sweep_dir = smoke_sweeps(preset)
     csvs = sorted(sweep_dir.glob("*/metrics.csv"))
