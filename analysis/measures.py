@@ -76,8 +76,12 @@ def point_curves(sweep: Sweep, rules: Rules = Rules()) -> dict:
     frame = sweep.frame[sweep.frame["step"].notna()]
     eval_loss = pd.to_numeric(frame["eval_loss"], errors="coerce") if "eval_loss" in frame else \
         pd.Series(float("nan"), index=frame.index)
-    frame = frame.assign(phase=[rules.phase(loss, ln_vocab, unigram) for loss, ln_vocab, unigram
-                                in zip(eval_loss, frame["ln_vocab"], frame["unigram_entropy"])]).astype({"step": int})
+    # an object column: pandas would store the labels as Arrow strings, whose per-item access costs more than
+    # the rest of the per-point measures at 400 points
+    phases = np.empty(len(frame), dtype=object)
+    phases[:] = [rules.phase(loss, ln_vocab, unigram)
+                 for loss, ln_vocab, unigram in zip(eval_loss, frame["ln_vocab"], frame["unigram_entropy"])]
+    frame = frame.assign(phase=phases).astype({"step": int})
     # row ranges per point (the frame holds each point's rows together), cut by position: no groupby copies
     key = list(zip(frame["sweep"], frame["point"]))
     frame = frame.set_index("step")  # once: per point it would copy the wide frame 400 times
@@ -162,35 +166,46 @@ def unjudged(sweep: Sweep, point: pd.Series, curve: pd.DataFrame) -> tuple[str, 
 
 def collapse_measures(curve: pd.DataFrame, rules: Rules, first_switch, finished: bool) -> dict:
     """First step at or below the collapse level, the minimum and its step (the first, on ties), the recovery
-    factor final / minimum, the loss from the first row with a loss up to the minimum, the trajectory class."""
-    tokens = curve["unique_tokens"].dropna() if "unique_tokens" in curve else pd.Series(dtype=float)
+    factor final / minimum, the loss from the first row with a loss up to the minimum, the trajectory class.
+    Reads each column once as an array (per-row pandas lookups cost more than the rest of a 400-point sweep)."""
     out = {"first_collapse": float("nan"), "min_tokens": float("nan"), "min_step": float("nan"),
            "recovery_factor": float("nan"), "loss_start": float("nan"), "loss_at_min": float("nan"),
            "loss_kind": "", "trajectory": "", "phase_at_min": "", "stall_start": float("nan"),
            "stall_end": float("nan"), "stall_phase": "", "plateau": ""}
-    if tokens.empty:
+    if "unique_tokens" not in curve:
         return out
+    all_steps = curve.index.tolist()
+    all_tokens = np.asarray(curve["unique_tokens"], dtype=float)
+    counted = ~np.isnan(all_tokens)
+    if not counted.any():
+        return out
+    phases = curve["phase"].tolist() if "phase" in curve else [None] * len(curve)
+    steps, tokens = [s for s, c in zip(all_steps, counted) if c], all_tokens[counted].tolist()
+    by_step = list(zip(steps, tokens))
     out["plateau"] = "none"
-    stall = longest_stall(list(tokens.items()), rules)
+    stall = longest_stall(by_step, rules)
     if stall:  # reported whether or not a switch ends it: a plateau the run leaves on its own is still one
-        phases = [p for p in curve.loc[stall[0]:stall[1], "phase"] if p]
-        phases = ", ".join(dict.fromkeys("phase unknown" if p == "unknown" else p for p in phases))
-        out.update(stall_start=stall[0], stall_end=stall[1], stall_phase=phases,
+        on_it = [p for s, p in zip(all_steps, phases) if stall[0] <= s <= stall[1] and p]
+        on_it = ", ".join(dict.fromkeys("phase unknown" if p == "unknown" else p for p in on_it))
+        out.update(stall_start=stall[0], stall_end=stall[1], stall_phase=on_it,
                    plateau=f"{step_label(stall[0])}-{step_label(stall[1])} ({fmt_value(stall[1] - stall[0], 'step')} "
-                           f"steps), {phases}")
-    collapsed = [s for s, t in tokens.items() if rules.collapsed(t)]
-    min_step = tokens.idxmin()
-    out.update(first_collapse=collapsed[0] if collapsed else float("nan"), min_tokens=tokens.min(), min_step=min_step,
-               phase_at_min=curve.at[min_step, "phase"])
-    if finished and tokens.min() > 0:
-        out["recovery_factor"] = tokens.iloc[-1] / tokens.min()
+                           f"steps), {on_it}")
+    collapsed = [s for s, t in by_step if rules.collapsed(t)]
+    first_min = int(np.argmin(all_tokens[counted]))  # the first step at the minimum
+    lowest, min_step = tokens[first_min], steps[first_min]
+    out.update(first_collapse=collapsed[0] if collapsed else float("nan"),
+               min_tokens=curve["unique_tokens"].to_numpy()[counted][first_min], min_step=min_step,  # its own dtype
+               phase_at_min=phases[all_steps.index(min_step)])
+    if finished and lowest > 0:
+        out["recovery_factor"] = tokens[-1] / lowest
     column = _loss_column(curve)
     if column:
-        losses = pd.to_numeric(curve[column], errors="coerce").dropna()
-        start = losses[losses.index <= min_step]
-        out.update(loss_start=start.iloc[0] if len(start) else float("nan"),
-                   loss_at_min=losses.get(min_step, float("nan")), loss_kind="eval" if column == "eval_loss" else "train")
-    out["trajectory"] = trajectory_class(list(tokens.items()), rules, first_switch, finished)
+        losses = pd.to_numeric(curve[column], errors="coerce").to_numpy(dtype=float)
+        start = [v for s, v in zip(all_steps, losses) if s <= min_step and not np.isnan(v)]
+        at_min = losses[all_steps.index(min_step)]
+        out.update(loss_start=start[0] if start else float("nan"), loss_at_min=float(at_min),
+                   loss_kind="eval" if column == "eval_loss" else "train")
+    out["trajectory"] = trajectory_class(by_step, rules, first_switch, finished)
     return out
 
 
