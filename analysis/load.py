@@ -160,7 +160,7 @@ def _resolved_config(folder: Path, record: RunRecord | None) -> dict:
     path = folder / HYDRA_FOLDER / CONFIG_FILE
     if not path.exists():
         return {}
-    config = yaml.safe_load(path.read_text()) or {}
+    config = safe_yaml(path.read_text()) or {}
     return _plain_references(config, config) if isinstance(config, dict) else {}
 
 
@@ -225,10 +225,20 @@ def read_metrics(path: Path, warn=None) -> pd.DataFrame:
     return tidy_metrics(frame)
 
 
+def safe_yaml(text: str):
+    """YAML as yaml.safe_load reads it (plain data, no tags that build objects), with libyaml's loader when
+    PyYAML has it: 400 point folders' overrides and configs read in a fraction of the time."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def tidy_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """The standard columns present (NaN when absent) and numeric, one row per step, sorted."""
-    if all(c in frame and frame[c].dtype.kind in "fiu" for c in CORE_COLUMNS) and frame["step"].dtype.kind in "iu" \
+    kinds = dict(zip(frame.columns, (dtype.kind for dtype in frame.dtypes)))  # no Series per column
+    if all(kinds.get(c, "") in ("f", "i", "u") for c in CORE_COLUMNS) and kinds["step"] in "iu" \
             and frame["step"].is_monotonic_increasing and frame["step"].is_unique:  # bitnet's own CSVs: as read
+        index = frame.index
+        if isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+            return frame  # already what reset_index would give
         return frame.reset_index(drop=True)
     # one new frame from its columns as arrays (frame-wide inserts and astype copy the whole frame each time)
     columns = {column: frame[column].to_numpy() for column in frame.columns}
@@ -266,7 +276,7 @@ def load_point(folder: Path, sweep_dir: Path, warn=None) -> tuple[dict, pd.DataF
         raise NotASweep(str(err)) from None
     overrides_path = folder / HYDRA_FOLDER / OVERRIDES_FILE
     if overrides_path.exists():
-        lines = read_document(overrides_path, lambda t: yaml.safe_load(t) or [], list, "a YAML list of overrides")
+        lines = read_document(overrides_path, lambda t: safe_yaml(t) or [], list, "a YAML list of overrides")
         try:
             overrides = parse_overrides([str(line) for line in lines])
         except ValueError as err:  # one line naming the file
