@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.fmt import untrusted
+from analysis.fmt import missing, untrusted
 from analysis.foreign import IMPORTED, ForeignCSVError, add_foreign_arguments, labelling_from
 from analysis.load import MISSING, NO_RECORD, NotASweep, Sweep, load_sweeps
-from analysis.measures import point_curves, switch_events
+from analysis.measures import evaluations, point_curves, switch_events
 from analysis.patterns import HEALTHY_KIND, PATHOLOGY, RELEASED, Pattern, classify
-from analysis.options import RULE_OPTIONS, check_rules
+from analysis.options import add_rule_options, check_rules
 from analysis.rules import Rules
 from bitnet.records import FINISHED_STATUSES, RECORD_FILE, RecordError, read_record
 from bitnet.setup_check import ERROR, FIX_GROUPS, check_recorded
@@ -156,13 +156,9 @@ class Diagnosis:
         p = self.pattern
         return {"run": self.run, "folder": self.folder, "status": self.status, "pattern": p.name, "kind": self.kind,
                 "rule": p.rule, "notes": p.notes, "released_by": {"step": p.switch[0], "switch": p.switch[1]}
-                if p.switch else None, "final_tokens": None if _missing(p.final_tokens) else p.final_tokens,
+                if p.switch else None, "final_tokens": None if missing(p.final_tokens) else float(p.final_tokens),
                 "evidence_rows": self.rows, "setup_findings": self.setup, "setup_source": self.setup_source,
                 "causes": [c.as_dict(evidence) for c in self.causes]}
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _number(value):
@@ -267,23 +263,16 @@ def diagnose_sweep(sweep: Sweep, rules: Rules, evidence: dict, curves: dict | No
         if point["status"] in NOTHING_TO_DIAGNOSE:
             continue
         curve = curves[(point["sweep"], point["point"])]
-        loss_column = next((c for c in ("eval_loss", "loss") if c in curve
-                            and pd.to_numeric(curve[c], errors="coerce").notna().any()), None)
-        tokens = pd.to_numeric(curve["unique_tokens"], errors="coerce") if "unique_tokens" in curve else None
-        evaluations = [] if tokens is None else [
-            {"step": int(s), "tokens": float(t), "phase": curve.at[s, "phase"] if "phase" in curve else None,
-             "loss": _number(curve.at[s, loss_column]) if loss_column else None,
-             "eval_loss": _number(curve.at[s, "eval_loss"]) if "eval_loss" in curve else None}
-            for s, t in tokens.items() if not math.isnan(t)]
-        training = list(zip(curve.index, pd.to_numeric(curve["loss"], errors="coerce"))) if "loss" in curve else []
+        rows = evaluations(curve)
         config = sweep.configs.get((point["sweep"], point["point"]), {})
         total = point.get("total_steps")
-        total = point.get("train.steps") if _missing(total) else total
+        total = point.get("train.steps") if missing(total) else total
         error = point.get("error")
-        pattern = classify(evaluations, rules, switches=switch_events(point), warmup=config.get("lr.warmup"),
-                           total_steps=None if _missing(total) else float(total), ln_vocab=_number(point.get("ln_vocab")),
+        pattern = classify(rows, rules, switches=switch_events(point), warmup=config.get("lr.warmup"),
+                           total_steps=None if missing(total) else float(total), ln_vocab=_number(point.get("ln_vocab")),
                            status=point["status"], error=error if isinstance(error, str) else None,
-                           training_losses=[(int(s), float(v)) for s, v in training],
+                           training_losses=[(int(s), float(v)) for s, v in zip(curve.index, curve["loss"])]
+                           if "loss" in curve else [],
                            switch_unknown=point.get("switch_unknown") or "")
         if point["status"] == IMPORTED:
             pattern.notes.append("whether the run finished is unknown (give train.steps): the pattern is the one so far")
@@ -299,7 +288,7 @@ def diagnose_sweep(sweep: Sweep, rules: Rules, evidence: dict, curves: dict | No
 
 # ---- output ---------------------------------------------------------------------------------------------------
 def _cell(column: str, value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if missing(value):
         return "–"
     if column == "phase":
         return untrusted(value, "text")
@@ -310,7 +299,7 @@ def _cell(column: str, value) -> str:
 
 def rows_text(rows: list[dict]) -> list[str]:
     """The evidence rows as an aligned table, without the columns the run has no value in."""
-    columns = [(c, h) for c, h in EVIDENCE_COLUMNS if any(not _missing(r.get(c)) for r in rows)]
+    columns = [(c, h) for c, h in EVIDENCE_COLUMNS if any(not missing(r.get(c)) for r in rows)]
     table = [[h for _, h in columns]] + [[_cell(c, r.get(c)) for c, _ in columns] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return ["  " + "  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in table]
@@ -371,10 +360,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="run folders, sweep folders, or CSV files from other "
                    "training code (or folders of them)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout instead of the text")
-    defaults = Rules()
-    for name, metavar, text, _, _ in RULE_OPTIONS:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int if name == "min_seeds" else float,
-                       default=getattr(defaults, name), metavar=metavar, help=f"{text} (default %(default)g)")
+    add_rule_options(p)
     add_foreign_arguments(p)
     return p
 

@@ -20,6 +20,7 @@ from analysis.diagnose import CAUSES, EVIDENCE_FILE, diagnose_sweep, evidence_li
 from analysis.fmt import untrusted
 from analysis.load import load_sweeps
 from analysis.rules import Rules
+from bitnet.phases import present
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 DOC = Path(__file__).resolve().parent.parent / "docs" / "diagnose.md"
@@ -39,7 +40,7 @@ def build_evidence(results: Path = RESULTS) -> dict:
             for column, value in arm.where:
                 chosen = chosen[chosen[column].astype(str) == value]
             picked = [diagnoses[f] for f in chosen.folder if f in diagnoses]
-            finals = [d.pattern.final_tokens for d in picked if d.pattern.final_tokens == d.pattern.final_tokens]
+            finals = [float(d.pattern.final_tokens) for d in picked if present(d.pattern.final_tokens)]
             out[key] = {"label": arm.label, "n": len(picked),
                         "patterns": dict(Counter(d.pattern.name for d in picked).most_common()),
                         "final_tokens": [min(finals), max(finals)] if finals else None}

@@ -8,13 +8,16 @@ import re
 
 import pandas as pd
 
+from bitnet.phases import missing as phases_missing
+
 NA = "–"
 FORMATS = {"loss": "{:.2f}", "effect": "{:+.3f}", "cos": "{:.3f}", "eff": "{:.1f}", "rate": "{:.3g}",
            "pct": "{:.1f}%", "factor": "{:.1f}x", "ratio": "{:.2f}"}
 
 
 def missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+    """bitnet.phases.missing, and pandas' NA."""
+    return phases_missing(value) or value is pd.NA
 
 
 def step_label(step) -> str:

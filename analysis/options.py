@@ -62,18 +62,22 @@ RULE_OPTIONS = [
 ]
 
 
+def add_rule_options(p: argparse.ArgumentParser) -> None:
+    """The rules' thresholds (RULE_OPTIONS), each an option with its default (also bitnet-diagnose's)."""
+    defaults = Rules()
+    for field, metavar, text, _, _ in RULE_OPTIONS:
+        p.add_argument(f"--{field.replace('_', '-')}", type=int if field == "min_seeds" else float,
+                       default=getattr(defaults, field), metavar=metavar, help=f"{text} (default %(default)g)")
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """The options that choose what the tables show and the rules' thresholds (shared with analysis.document)."""
-    defaults = Rules()
     p.add_argument("--steps", nargs="+", type=int, help="steps of the results table (default: a handful of evenly "
                    "spaced evaluated steps)")
     p.add_argument("--collapse-steps", nargs=2, type=int, metavar=("EARLY", "LATE"),
                    help="collapse ratio = tokens(LATE) / tokens(EARLY); also the scaling decision's step (default: "
                         "1000 and 4000 when evaluated, else the evaluations nearest 10%% and 40%% of the run)")
-    for field, metavar, text, _, _ in RULE_OPTIONS:
-        default = getattr(defaults, field)
-        p.add_argument(f"--{field.replace('_', '-')}", type=int if field == "min_seeds" else float, default=default, metavar=metavar,
-                       help=f"{text} (default %(default)g)")
+    add_rule_options(p)
     p.add_argument("--size-key", default=SIZE_KEY, metavar="KEY", help="the swept key whose values are model "
                    "sizes: the scaling decision compares them, the collapse-ratio plot puts them on its x axis "
                    "(default %(default)s)")

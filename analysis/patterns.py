@@ -30,12 +30,12 @@ options that change the tables change the diagnosis too.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from analysis.release import plateau_phase, release_rows, rise
-from analysis.rules import (RELEASE_FACTOR, UNIGRAM_SPAN, Rules, diverged, longest_stall, too_short)
-from bitnet.phases import CONTEXTUAL, NEAR_UNIFORM, UNIGRAM
+from analysis.rules import (RELEASE_FACTOR, UNIGRAM_SPAN, Rules, diverged, longest_stall, near_uniform_by_loss,
+                            too_short)
+from bitnet.phases import CONTEXTUAL, NEAR_UNIFORM, UNIGRAM, present
 
 HEALTHY = "healthy"
 BRIEF = "brief unigram phase (normal)"
@@ -65,9 +65,6 @@ def kind_of(pattern: str) -> str:
     return KIND.get(pattern, PATHOLOGY)
 
 
-def _ok(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
 
 @dataclass
 class Pattern:
@@ -92,18 +89,15 @@ def _stall(stretch: list[dict], before: list[dict], rules: Rules, ln_vocab) -> t
     """(stalled, majority phase, loss rise, why) over the collapsed evaluations up to the switch or the end."""
     phase = plateau_phase([e.get("phase") or "unknown" for e in stretch])
     risen = rise([e.get("loss") for e in stretch])
-    if _ok(risen) and risen >= rules.stall_rise:
+    if present(risen) and risen >= rules.stall_rise:
         return True, phase, risen, f"its loss rose {risen:+.2f} nats from its lowest (>= {rules.stall_rise:g})"
     if phase == NEAR_UNIFORM:
         return True, phase, risen, "most of its evaluations are near-uniform"
     if phase in (UNIGRAM, CONTEXTUAL):
         return False, phase, risen, f"mostly {phase}, loss not rising"
-    losses = [e["loss"] for e in stretch if _ok(e.get("loss"))]
-    first = [e["loss"] for e in before if _ok(e.get("loss"))]
-    reference, what = (ln_vocab, "ln V") if _ok(ln_vocab) else (first[0], "the run's first loss") if first else (None, "")
-    if reference is None or not losses:
+    near, reference, what = near_uniform_by_loss(stretch, before, ln_vocab, rules)
+    if near is None:
         return None, phase, risen, "no learning phase and too few losses to tell whether it stalled"
-    near = all(reference - loss <= rules.stall_nats for loss in losses)
     return near, phase, risen, (f"no learning phase; its losses {'stay' if near else 'do not stay'} within "
                                 f"{rules.stall_nats:g} nats of {what} ({reference:.2f})")
 
@@ -116,12 +110,12 @@ def classify(evaluations: list[dict], rules: Rules = Rules(), *, switches: list[
     steps (0 when unknown); total_steps: the planned length (sets the release window); training_losses:
     [(step, loss)] for the divergence rule; switch_unknown: the schedules ("lr", "wd") whose switch the run does
     not state, so that "without a switch" cannot be claimed."""
-    rows = [e for e in evaluations if _ok(e.get("tokens"))]
+    rows = [e for e in evaluations if present(e.get("tokens"))]
     if not rows:
         return Pattern(UNDECIDED, "undecided, because the run has no unique-token counts")
-    warmup = int(warmup) if _ok(warmup) else 0
-    losses = sorted([(s, "loss", v) for s, v in training_losses if _ok(v)]
-                    + [(e["step"], "eval_loss", e["eval_loss"]) for e in evaluations if _ok(e.get("eval_loss"))])
+    warmup = int(warmup) if present(warmup) else 0
+    losses = sorted([(s, "loss", v) for s, v in training_losses if present(v)]
+                    + [(e["step"], "eval_loss", e["eval_loss"]) for e in evaluations if present(e.get("eval_loss"))])
     blown = diverged(status, error, losses, ln_vocab)
     last = rows[-1]
     final = last["tokens"]
@@ -154,21 +148,21 @@ def classify(evaluations: list[dict], rules: Rules = Rules(), *, switches: list[
     upto = inside[0][0] if inside else end
     on_it = [e for e in rows if start <= e["step"] <= upto]
     stalled, phase, risen, why = _stall(on_it, [e for e in rows if e["step"] < start], rules, ln_vocab)
-    with_loss = [e for e in on_it if _ok(e.get("loss"))]
+    with_loss = [e for e in on_it if present(e.get("loss"))]
     steps = [start, upto] + ([min(with_loss, key=lambda e: e["loss"])["step"]] if with_loss else [])
     if inside:
         step, label = inside[0]
-        before, after, unknown = release_rows(rows, step, total_steps if _ok(total_steps) else last["step"],
+        before, after, unknown = release_rows(rows, step, total_steps if present(total_steps) else last["step"],
                                               rules.release_window)
         if after is not None:
-            drop = before["loss"] - after["loss"] if _ok(before.get("loss")) and _ok(after.get("loss")) else float("nan")
+            drop = before["loss"] - after["loss"] if present(before.get("loss")) and present(after.get("loss")) else float("nan")
             steps += [before["step"], after["step"]]
             tokens = f"tokens {before['tokens']:g} -> {after['tokens']:g}"
-            dropped = f"loss {-drop:+.2f} nats" if _ok(drop) else "loss unknown"
+            dropped = f"loss {-drop:+.2f} nats" if present(drop) else "loss unknown"
             reasons = []
-            if _ok(drop) and drop >= rules.release_nats and after["tokens"] >= RELEASE_FACTOR * max(before["tokens"], 1):
+            if present(drop) and drop >= rules.release_nats and after["tokens"] >= RELEASE_FACTOR * max(before["tokens"], 1):
                 reasons.append(f"the loss drops >= {rules.release_nats:g} nats and tokens x{RELEASE_FACTOR:g}")
-            if stalled and _ok(drop) and drop >= MIN_RELEASE:
+            if stalled and present(drop) and drop >= MIN_RELEASE:
                 reasons.append(f"it had stalled ({why}) and the loss drops >= {MIN_RELEASE:g} nats")
             if not rules.collapsed(after["tokens"]):
                 reasons.append(f"tokens climb above {level:g}")

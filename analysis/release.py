@@ -18,16 +18,12 @@ the switch). A run whose evaluations stop before switch + window has an unknown 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
-from bitnet.phases import PHASES, UNKNOWN
+from bitnet.phases import PHASES, UNKNOWN, present
 
 NO_PLATEAU = "none"
 
-
-def _ok(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def window_steps(total_steps, share: float) -> int:
@@ -37,7 +33,7 @@ def window_steps(total_steps, share: float) -> int:
 
 def rise(losses: list[float]) -> float:
     """The last loss minus the lowest one (NaN with fewer than two losses)."""
-    losses = [v for v in losses if _ok(v)]
+    losses = [v for v in losses if present(v)]
     return losses[-1] - min(losses) if len(losses) >= 2 else float("nan")
 
 
@@ -77,7 +73,7 @@ def signature_numbers(evaluations: list[dict], switch_step=None, total_steps=Non
     training loss; NaN where absent). The plateau is the last stretch of evaluations with at most
     `plateau_tokens` unique tokens that lasts to the end of stage 1 (the switch, or the end of a run without
     one). `total_steps` (the run's planned length) sets the window; without it, the last evaluated step."""
-    rows = [e for e in evaluations if _ok(e.get("tokens"))]
+    rows = [e for e in evaluations if present(e.get("tokens"))]
     nan = float("nan")
     out = {"plateau_start": None, "plateau_steps": 0, "plateau_fraction": nan, "plateau_phase": NO_PLATEAU,
            "plateau_rise": nan, "stage1_rise": nan, "window": None, "before_step": None, "after_step": None,
@@ -87,7 +83,7 @@ def signature_numbers(evaluations: list[dict], switch_step=None, total_steps=Non
         out["plateau_phase"] = UNKNOWN
         out["release_why"] = "no evaluation"
         return out
-    total = total_steps if _ok(total_steps) and total_steps else rows[-1]["step"]
+    total = total_steps if present(total_steps) and total_steps else rows[-1]["step"]
     stage1 = [e for e in rows if switch_step is None or e["step"] <= switch_step]
     end = switch_step if switch_step is not None else rows[-1]["step"]
     start = None
@@ -110,8 +106,8 @@ def signature_numbers(evaluations: list[dict], switch_step=None, total_steps=Non
         out.update(before_step=before["step"], loss_before=before.get("loss", nan), tokens_before=before["tokens"])
     if after:
         out.update(after_step=after["step"], loss_after=after.get("loss", nan), tokens_after=after["tokens"])
-        if _ok(out["loss_before"]) and _ok(out["loss_after"]):
+        if present(out["loss_before"]) and present(out["loss_after"]):
             out["release_drop"] = out["loss_before"] - out["loss_after"]
         else:
-            out["release_why"] = f"no loss at step {before['step'] if not _ok(out['loss_before']) else after['step']}"
+            out["release_why"] = f"no loss at step {before['step'] if not present(out['loss_before']) else after['step']}"
     return out

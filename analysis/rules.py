@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from analysis.release import signature_numbers
 from bitnet.phases import (CONTEXTUAL, CONTEXTUAL_MARGIN, DIVERGING_MARGIN, NEAR_UNIFORM_SHARE, UNKNOWN, learning_phase,
-                           phase_rule)
+                           phase_rule, present)
 
 # Collapse ratio = tokens(LATE) / tokens(EARLY): the seeds' bands, plus "rising" above 1 (tokens grew: a
 # recovery is not stability).
@@ -74,11 +74,8 @@ class Rules:
         return phase_rule(self.near_uniform_share, self.contextual_margin)
 
     def collapsed(self, tokens) -> bool:
-        return _ok(tokens) and round(tokens) <= self.collapse_level
+        return present(tokens) and round(tokens) <= self.collapse_level
 
-
-def _ok(value) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 # ---- runs that cannot be judged ---------------------------------------------------------------------------
@@ -93,9 +90,9 @@ def too_short(last_step, warmup, final_phase: str) -> str:
     """"too short to tell: N steps, needs about M" for a run whose last evaluation (`last_step`, its phase
     `final_phase`) is within its warm-up, or before the unigram phase's usual span without having left the
     unigram phase; "" when it can be judged."""
-    if not _ok(last_step):
+    if not present(last_step):
         return ""
-    warmup = int(warmup) if _ok(warmup) else 0
+    warmup = int(warmup) if present(warmup) else 0
     needs = warmup + UNIGRAM_SPAN
     if last_step <= warmup or (last_step < needs and final_phase != CONTEXTUAL):
         return f"too short to tell: {int(last_step)} steps, needs about {needs}"
@@ -113,7 +110,7 @@ def diverged(status: str, error, losses: list[tuple[int, str, float]], ln_vocab)
     if status == "diverged":
         return f"diverged ({error})" if error else "diverged"
     for step, column, loss in losses:
-        if step > 0 and _ok(loss) and (math.isinf(loss) or (_ok(ln_vocab) and loss > ln_vocab + DIVERGING_MARGIN)):
+        if step > 0 and present(loss) and (math.isinf(loss) or (present(ln_vocab) and loss > ln_vocab + DIVERGING_MARGIN)):
             return (f"diverged: {column.replace('_', ' ')} {loss:.2f} at step {step}" + ("" if math.isinf(loss) else
                     f", above ln V = {ln_vocab:.2f}"))
     return ""
@@ -123,7 +120,7 @@ def diverged(status: str, error, losses: list[tuple[int, str, float]], ln_vocab)
 def ratio_class(ratio) -> str:
     """<0.2 strong, [0.2, 0.5) moderate, [0.5, 0.8] minimal collapse (0.80 -> minimal), (0.8, 1] stable,
     >1 rising."""
-    if not _ok(ratio):
+    if not present(ratio):
         return "–"
     for bound, name in RATIO_CLASSES:
         if ratio < bound or (bound in (0.8, 1.0) and ratio == bound):
@@ -133,7 +130,7 @@ def ratio_class(ratio) -> str:
 
 def token_class(tokens) -> tuple[str, str]:
     """(interpretation, status) of a unique-token count; a mean over seeds is rounded first."""
-    if not _ok(tokens):
+    if not present(tokens):
         return "–", "–"
     tokens = round(tokens)
     for bound, name, status in TOKEN_CLASSES:
@@ -149,7 +146,7 @@ def token_class_rank(tokens) -> int:
 
 def unreachable_classes(positions) -> list[str]:
     """The token classes that need more distinct predictions than `positions` evaluated positions allow."""
-    if not _ok(positions):
+    if not present(positions):
         return []
     lower = [0] + [bound for bound, _, _ in TOKEN_CLASSES[:-1]]  # a class starts above the previous bound
     return [name for low, (_, name, _) in zip(lower, TOKEN_CLASSES) if low + 1 > positions]
@@ -187,7 +184,7 @@ def trajectory_class(tokens_by_step: list[tuple[int, float]], rules: Rules, swit
                      finished: bool = True) -> str:
     """never collapsed / collapsed and stayed / collapsed and recovered / recovered only after a switch, from
     the evaluations [(step, unique tokens)] in step order; "" with no evaluation."""
-    curve = [(s, t) for s, t in tokens_by_step if _ok(t)]
+    curve = [(s, t) for s, t in tokens_by_step if present(t)]
     if not curve:
         return ""
     suffix = "" if finished else " (so far)"
@@ -206,7 +203,7 @@ def longest_stall(tokens_by_step: list[tuple[int, float]], rules: Rules) -> tupl
     """(first step, last step) of the longest stretch of consecutive evaluations at or below the collapse level
     (two or more evaluations; the earliest on ties), whether or not a switch ends it; None without one."""
     best, start = None, None
-    for step, tokens in [(s, t) for s, t in tokens_by_step if _ok(t)]:
+    for step, tokens in [(s, t) for s, t in tokens_by_step if present(t)]:
         if rules.collapsed(tokens):
             start = step if start is None else start
             if start != step and (best is None or step - start > best[1] - best[0]):
@@ -231,6 +228,20 @@ def signature_rule(rules: Rules) -> str:
             f"the rest")
 
 
+def near_uniform_by_loss(plateau: list[dict], before: list[dict], ln_vocab,
+                         rules: Rules) -> tuple[bool | None, float | None, str]:
+    """For evaluations without a learning phase: (near, reference, what it is) where near says whether every loss
+    on the plateau stays within `stall_nats` of ln V, or, ln V unknown, of the run's first loss (among the
+    evaluations `before` the plateau); near is None when there is nothing to compare."""
+    first = [e["loss"] for e in before if present(e.get("loss"))]
+    reference, what = (ln_vocab, "ln V") if present(ln_vocab) else (first[0], "the run's first loss") if first \
+        else (None, "")
+    losses = [e["loss"] for e in plateau if present(e.get("loss"))]
+    if reference is None or not losses:
+        return None, reference, what
+    return all(reference - loss <= rules.stall_nats for loss in losses), reference, what
+
+
 def signature_parts(evaluations: list[dict], rules: Rules, switch_step=None, ln_vocab=None, total_steps=None) -> dict:
     """evaluations: [{step, tokens, loss, phase}] in step order (loss: eval loss when the run has one, else the
     training loss; NaN where absent); total_steps: the run's planned length (sets the release window; default
@@ -238,7 +249,7 @@ def signature_parts(evaluations: list[dict], rules: Rules, switch_step=None, ln_
     {plateau_start, plateau_share, stalled_text, release_text} and the numbers of analysis.release."""
     numbers = signature_numbers(evaluations, switch_step, total_steps, plateau_tokens=rules.signature_tokens,
                                 window_share=rules.release_window)
-    rows = [e for e in evaluations if _ok(e.get("tokens"))]
+    rows = [e for e in evaluations if present(e.get("tokens"))]
     # the plateau's start and share are the signature's only when it lasts (a short stretch keeps its numbers in
     # plateau_steps / plateau_fraction, not in the "lasting plateau" column)
     out = {**numbers, "plateau": "no", "stalled": "unknown", "release": "unknown", "plateau_start": None,
@@ -255,17 +266,13 @@ def signature_parts(evaluations: list[dict], rules: Rules, switch_step=None, ln_
         if phases:
             near = all(p == "near-uniform" for p in phases)
         else:
-            before = [e["loss"] for e in rows if e["step"] < start and _ok(e.get("loss"))]
-            reference = ln_vocab if _ok(ln_vocab) else (before[0] if before else None)
-            losses = [e["loss"] for e in plateau if _ok(e.get("loss"))]
-            if reference is not None and losses:
-                near = all(reference - loss <= rules.stall_nats for loss in losses)
-        rising = _ok(numbers["plateau_rise"]) and numbers["plateau_rise"] >= rules.stall_rise
+            near, _, _ = near_uniform_by_loss(plateau, [e for e in rows if e["step"] < start], ln_vocab, rules)
+        rising = present(numbers["plateau_rise"]) and numbers["plateau_rise"] >= rules.stall_rise
         if near or rising:
             out["stalled"] = "yes"
         elif near is False:
             out["stalled"] = "no"
-        if _ok(numbers["plateau_rise"]):
+        if present(numbers["plateau_rise"]):
             out["stalled_text"] = f"{'near-uniform; ' if near else ''}loss {numbers['plateau_rise']:+.2f} nats on it"
     if switch_step is not None:
         if numbers["release_why"]:
@@ -429,18 +436,18 @@ def verdict(values: dict, flip_median: float | None = None) -> list[str]:
     With none of them: "few tokens, no diagnostic signal" at <= 30 unique tokens, else "no collapse signal";
     no unique-token count at all gives []."""
     tokens = values.get("unique_tokens")
-    if not _ok(tokens):
+    if not present(tokens):
         return []
     tags = []
     gap, cosine = values.get("loss_gap"), values.get("hidden_cosine")
     flip, repeat = values.get("flip_rate"), values.get("greedy_repeat3")
-    if _ok(gap) and abs(gap) < UNIGRAM_GAP and tokens <= FEW_TOKENS:
+    if present(gap) and abs(gap) < UNIGRAM_GAP and tokens <= FEW_TOKENS:
         tags.append("unigram phase")
-    if _ok(cosine) and cosine > COSINE_HIGH:
+    if present(cosine) and cosine > COSINE_HIGH:
         tags.append("representation collapse")
-    if _ok(flip) and _ok(flip_median) and flip > CHURN_FACTOR * flip_median:
+    if present(flip) and present(flip_median) and flip > CHURN_FACTOR * flip_median:
         tags.append("weights churning")
-    if _ok(repeat) and repeat >= REPEAT_HIGH:
+    if present(repeat) and repeat >= REPEAT_HIGH:
         tags.append("greedy output loops")
     if not tags:
         tags.append("few tokens, no diagnostic signal" if tokens <= FEW_TOKENS else "no collapse signal")

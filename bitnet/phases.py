@@ -38,19 +38,24 @@ CONTEXTUAL_MARGIN = 0.1    # nats below H1 that count as using the context (a un
 DIVERGING_MARGIN = 0.1
 
 
-def _missing(value) -> bool:
+def missing(value) -> bool:
+    """None or NaN: a value a row or a record does not have (the analysis and the rules share this test)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def present(value) -> bool:
+    return not missing(value)
 
 
 def learning_phase(eval_loss, ln_vocab, unigram_entropy, *, near_uniform_share: float = NEAR_UNIFORM_SHARE,
                    contextual_margin: float = CONTEXTUAL_MARGIN) -> str:
     """"near-uniform", "unigram", "contextual", "diverging" (above ln V + DIVERGING_MARGIN, or infinite), or
     "unknown" when an input it needs is missing (None or NaN)."""
-    if _missing(eval_loss) or _missing(ln_vocab):
+    if missing(eval_loss) or missing(ln_vocab):
         return UNKNOWN
     if math.isinf(eval_loss) or eval_loss > ln_vocab + DIVERGING_MARGIN:
         return DIVERGING
-    if _missing(unigram_entropy):
+    if missing(unigram_entropy):
         return UNKNOWN
     if eval_loss < unigram_entropy - contextual_margin:
         return CONTEXTUAL

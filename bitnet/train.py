@@ -364,13 +364,18 @@ class Run:
                 kept = MetricsCSV.truncate_after(path, int(previous.step))
                 log.warning(f"{path} ended in a torn row; cut it off ({kept} complete rows kept)")
 
+    def _write_evaluation(self, csv: MetricsCSV) -> dict:
+        """Measure this step's row, append it to metrics.csv and mirror it to the trackers (bitnet.loggers)."""
+        row = self._evaluation_row()
+        csv.write(row)
+        self.trackers.log_row(row["step"], row)
+        return row
+
     def _loop(self, csv: MetricsCSV, resumed: bool) -> dict:
         from tqdm.auto import tqdm
 
         if not resumed:
-            row = self._evaluation_row()
-            csv.write(row)
-            self.trackers.log_row(row["step"], row)
+            self._write_evaluation(csv)
         with tqdm(total=self.last_step, initial=self.step, disable=not self.config.progress, unit="step",
                   dynamic_ncols=True, mininterval=1.0, leave=False) as bar:  # closed on any exit
             self._train(csv, bar)
@@ -399,9 +404,7 @@ class Run:
             bar.update(1)
             if self.step in self.eval_steps:
                 self.elapsed = time.perf_counter() - started
-                row = self._evaluation_row()
-                csv.write(row)
-                self.trackers.log_row(row["step"], row)
+                row = self._write_evaluation(csv)
                 unique = str(row["unique_tokens"])
                 if self.checkpoint_every and self.step % self.checkpoint_every == 0 and self.step < self.last_step:
                     self._save_checkpoint()
